@@ -1,0 +1,45 @@
+"""resilience: composable resilience policies for async and sync Python.
+
+Example::
+
+    from resilience import Retry, Timeout, backoff
+
+    policy = Retry(3, backoff=backoff.exponential(0.1, cap=2)) | Timeout(1.0)
+
+    @policy
+    async def fetch(url: str) -> bytes: ...
+"""
+
+from . import backoff, events, testing
+from ._clock import Clock, SystemClock
+from ._core.budget import RetryBudget
+from ._version import __version__
+from .errors import BulkheadFullError, CircuitOpenError, ResilienceError, TimeoutError
+from .events import CircuitState
+from .fallback import Fallback
+from .pipeline import Pipeline
+from .policy import Policy
+from .retry import Retry, RetryStatistics
+from .timeout import Timeout, TimeoutStatistics
+
+__all__ = [
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "CircuitState",
+    "Clock",
+    "Fallback",
+    "Pipeline",
+    "Policy",
+    "ResilienceError",
+    "Retry",
+    "RetryBudget",
+    "RetryStatistics",
+    "SystemClock",
+    "Timeout",
+    "TimeoutError",
+    "TimeoutStatistics",
+    "__version__",
+    "backoff",
+    "events",
+    "testing",
+]

@@ -1,0 +1,93 @@
+"""The exception hierarchy: everything this library raises on its own account.
+
+Every error derives from :class:`ResilienceError`, so one ``except`` clause
+catches them all. A rejection always raises a fresh instance: a shared
+instance would grow its traceback on every raise.
+"""
+
+from __future__ import annotations
+
+import builtins
+
+__all__ = ["BulkheadFullError", "CircuitOpenError", "ResilienceError", "TimeoutError"]
+
+
+class ResilienceError(Exception):
+    """Base class of every error raised by a resilience policy.
+
+    Example::
+
+        try:
+            await pipeline.call(fetch)
+        except resilience.ResilienceError as exc:
+            log.warning("rejected by %s", exc.name)
+    """
+
+    name: str
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class CircuitOpenError(ResilienceError):
+    """A circuit breaker rejected the call without running it.
+
+    ``retry_after`` is the number of seconds until the breaker lets a trial
+    call through (``None`` when it is forced open and will not by itself).
+
+    Example::
+
+        try:
+            await breaker.call(fetch)
+        except CircuitOpenError as exc:
+            print(f"{exc.name} is open, next trial in {exc.retry_after}s")
+    """
+
+    retry_after: float | None
+
+    def __init__(self, *, name: str, retry_after: float | None) -> None:
+        if retry_after is None:
+            message = f"circuit breaker {name!r} is open"
+        else:
+            message = f"circuit breaker {name!r} is open; next trial in {retry_after:.3f}s"
+        super().__init__(message, name=name)
+        self.retry_after = retry_after
+
+
+class BulkheadFullError(ResilienceError):
+    """A bulkhead had no free permit and no room in its wait queue (or the
+    wait ran out), so the call was rejected without running.
+
+    Example::
+
+        try:
+            await bulkhead.call(fetch)
+        except BulkheadFullError as exc:
+            return Response(status_code=503)
+    """
+
+    def __init__(self, *, name: str, capacity: int) -> None:
+        super().__init__(f"bulkhead {name!r} is full (capacity {capacity})", name=name)
+        self.capacity = capacity
+
+
+class TimeoutError(ResilienceError, builtins.TimeoutError):
+    """A :class:`~resilience.Timeout` cancelled the work because its limit passed.
+
+    It is also a builtin :class:`TimeoutError`, so existing ``except
+    TimeoutError`` clauses keep working.
+
+    Example::
+
+        try:
+            await Timeout(2.0).call(fetch)
+        except TimeoutError as exc:
+            print(exc.name, exc.seconds)
+    """
+
+    seconds: float
+
+    def __init__(self, *, name: str, seconds: float) -> None:
+        super().__init__(f"{name!r} timed out after {seconds:g}s", name=name)
+        self.seconds = seconds

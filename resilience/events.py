@@ -1,0 +1,152 @@
+"""Typed events and listeners.
+
+Every policy emits frozen event objects at the moments that matter (a retry
+is scheduled, a timeout fires, a breaker changes state). Subscribe on one
+policy with ``policy.add_listener(fn)`` or on every policy with
+:func:`add_listener`. A listener that raises is logged and never breaks the
+call. When nobody listens, no event object is built.
+
+Example::
+
+    import resilience
+    from resilience.events import RetryScheduled
+
+    def log_retries(event: resilience.events.Event) -> None:
+        if isinstance(event, RetryScheduled):
+            print(f"{event.name}: attempt {event.attempt} failed, waiting {event.delay:.2f}s")
+
+    resilience.events.add_listener(log_retries)
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "BulkheadRejected",
+    "CallRejected",
+    "CircuitState",
+    "Event",
+    "FallbackUsed",
+    "Listener",
+    "RetryExhausted",
+    "RetryScheduled",
+    "StateChanged",
+    "TimedOut",
+    "add_listener",
+    "remove_listener",
+]
+
+logger = logging.getLogger("resilience")
+
+
+class CircuitState(enum.Enum):
+    """The states of a :class:`~resilience.CircuitBreaker`."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+    FORCED_OPEN = "forced_open"
+    DISABLED = "disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of every event. ``name`` is the emitting policy's name."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RetryScheduled(Event):
+    """An attempt failed and the retry will wait ``delay`` seconds before
+    attempt ``attempt + 1``. ``exception`` is the failure, or ``None`` when a
+    result was judged retryable (then ``result`` holds it)."""
+
+    attempt: int
+    delay: float
+    exception: BaseException | None
+    result: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryExhausted(Event):
+    """The retry gave up after ``attempts`` attempts. ``reason`` says why:
+    the attempts ran out, the elapsed-time limit would be passed, or the
+    retry budget refused."""
+
+    attempts: int
+    reason: Literal["attempts", "max_elapsed", "budget"]
+    exception: BaseException | None
+    result: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimedOut(Event):
+    """A timeout fired after ``seconds`` and cancelled the work."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class FallbackUsed(Event):
+    """The fallback replaced a failure (``exception``) or a rejected result."""
+
+    exception: BaseException | None
+    result: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanged(Event):
+    """A circuit breaker moved from ``old_state`` to ``new_state``."""
+
+    old_state: CircuitState
+    new_state: CircuitState
+
+
+@dataclass(frozen=True, slots=True)
+class CallRejected(Event):
+    """A circuit breaker rejected a call in ``state``."""
+
+    state: CircuitState
+    retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class BulkheadRejected(Event):
+    """A bulkhead rejected a call: no free permit and no room to wait, or the
+    wait ran out (``waited`` is then True)."""
+
+    capacity: int
+    waited: bool
+
+
+Listener: TypeAlias = Callable[[Event], None]
+
+# Read directly by the policies (same list object), so checking "does anyone
+# listen?" costs one truthiness test.
+global_listeners: list[Listener] = []
+
+
+def add_listener(listener: Listener) -> None:
+    """Call ``listener(event)`` for every event of every policy."""
+    if not callable(listener):
+        raise TypeError(f"listener must be callable, got {listener!r}")
+    global_listeners.append(listener)
+
+
+def remove_listener(listener: Listener) -> None:
+    """Stop calling a listener added with :func:`add_listener`."""
+    global_listeners.remove(listener)
+
+
+def dispatch(listeners: tuple[Listener, ...], event: Event) -> None:
+    for listener in (*listeners, *global_listeners):
+        try:
+            listener(event)
+        except Exception:
+            logger.exception("resilience event listener %r raised on %r", listener, event)

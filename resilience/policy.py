@@ -1,0 +1,156 @@
+"""The policy model: one protocol that every policy (and a pipeline) shares.
+
+A policy wraps a call. It can be used three ways:
+
+- as a decorator on ``async def`` or plain ``def`` functions (the shell is
+  picked once, at decoration, with :func:`inspect.iscoroutinefunction`);
+- directly: ``await policy.call(fn, *args, **kwargs)`` for anything that
+  returns an awaitable, ``policy.call_sync(fn, *args, **kwargs)`` for plain
+  callables;
+- composed: ``outer | inner`` or ``Pipeline(outer, ..., inner)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
+
+from . import _registry
+from ._clock import SYSTEM_CLOCK, Clock
+from .events import Event, Listener, dispatch, global_listeners
+
+if TYPE_CHECKING:
+    from .pipeline import Pipeline
+
+__all__ = ["Policy"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class Policy:
+    """Base class of every policy.
+
+    Subclasses implement :meth:`call` and :meth:`call_sync`. A subclass that
+    cannot run synchronously sets ``_sync_unsupported`` to the reason, and
+    decorating a plain function with it then fails at once.
+
+    Example::
+
+        retry = Retry(3)
+
+        @retry
+        async def fetch() -> bytes: ...
+
+        data = await retry.call(client.get, url)
+    """
+
+    __slots__ = ("__weakref__", "_clock", "_listeners", "_name")
+
+    _kind: ClassVar[str] = "policy"
+    _sync_unsupported: ClassVar[str | None] = None
+
+    def __init__(self, *, name: str | None = None, clock: Clock | None = None) -> None:
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"name must be a non-empty string, got {name!r}")
+        if clock is not None and not isinstance(clock, Clock):
+            raise TypeError(f"clock must provide now(), sleep() and sleep_sync(), got {clock!r}")
+        self._name = name if name is not None else _registry.generated_name(self._kind)
+        self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
+        self._listeners: tuple[Listener, ...] = ()
+        _registry.register(self)
+
+    @property
+    def name(self) -> str:
+        """The name used in events, errors and metric labels."""
+        return self._name
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this policy reads and sleeps on."""
+        return self._clock
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``await fn(*args, **kwargs)`` under this policy."""
+        raise NotImplementedError
+
+    def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` under this policy, in the calling thread."""
+        raise NotImplementedError
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], /
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
+
+    def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
+        """Decorate ``fn``: every call of it runs under this policy."""
+        if not callable(fn):
+            raise TypeError(f"{type(self).__name__} decorates a callable, got {fn!r}")
+        if inspect.iscoroutinefunction(fn):
+            call = self.call
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+                return await call(fn, *args, **kwargs)
+
+            return async_wrapper
+
+        self._check_sync(fn)
+        call_sync = self.call_sync
+
+        @functools.wraps(fn)
+        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return call_sync(fn, *args, **kwargs)
+
+        return sync_wrapper
+
+    def _check_sync(self, fn: object) -> None:
+        """Raise at decoration time if this policy cannot wrap plain calls."""
+        if self._sync_unsupported is not None:
+            raise TypeError(
+                f"{type(self).__name__} {self._name!r} cannot wrap the plain function "
+                f"{getattr(fn, '__qualname__', fn)!r}: {self._sync_unsupported}"
+            )
+
+    def __or__(self, other: Policy) -> Pipeline:
+        """``outer | inner``: the same as ``Pipeline(outer, inner)``."""
+        from .pipeline import Pipeline
+
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return Pipeline(self, other)
+
+    # Events ---------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for every event this policy emits.
+
+        Example::
+
+            breaker.add_listener(lambda event: print(event))
+        """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling a listener added with :meth:`add_listener`."""
+        listeners = list(self._listeners)
+        listeners.remove(listener)
+        self._listeners = tuple(listeners)
+
+    def _observed(self) -> bool:
+        """True when some listener would receive an event: build it only then."""
+        return bool(self._listeners or global_listeners)
+
+    def _emit(self, event: Event) -> None:
+        dispatch(self._listeners, event)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self._name!r}>"

@@ -1,0 +1,157 @@
+"""Timeout: cancel the work when its time is up."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+
+from ._clock import SYSTEM_CLOCK, Clock
+from .errors import TimeoutError
+from .events import TimedOut
+from .policy import Policy
+
+__all__ = ["Timeout", "TimeoutStatistics"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_get_running_loop = asyncio._get_running_loop
+_current_task = asyncio.current_task
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutStatistics:
+    """Running totals of a :class:`Timeout` since it was created."""
+
+    timeouts: int
+
+
+class _Expiry:
+    """The one piece of per-call state: did *our* timer cancel the task?"""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
+class Timeout(Policy):
+    """Cancel the wrapped work after ``seconds`` and raise :class:`resilience.TimeoutError`.
+
+    The work is really cancelled (its task receives a cancellation at its
+    next await), on asyncio and on trio alike. Inside a :class:`Retry` a
+    timeout limits each attempt; outside it, the whole call. A cancellation
+    that comes from outside is never mistaken for a timeout: it propagates
+    as a cancellation.
+
+    Only async callables can be timed out: a thread cannot be interrupted,
+    so decorating a plain function raises ``TypeError``. For blocking code,
+    use the blocking library's own timeout (sockets, HTTP clients) or run it
+    in a :class:`PoolBulkhead` and time out the wait.
+
+    Example::
+
+        @Timeout(2.0)
+        async def fetch(url: str) -> bytes: ...
+    """
+
+    __slots__ = ("_call_at", "_seconds", "_timeouts")
+
+    _kind = "timeout"
+    _sync_unsupported = (
+        "a timeout cannot interrupt a running thread; use the blocking call's own "
+        "timeout parameter, or wrap an async function instead"
+    )
+
+    def __init__(
+        self, seconds: float, *, name: str | None = None, clock: Clock | None = None
+    ) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            raise TypeError(f"seconds must be a number, got {seconds!r}")
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise ValueError(f"seconds must be a finite number > 0, got {seconds!r}")
+        call_at = None
+        if clock is not None and clock is not SYSTEM_CLOCK:
+            call_at = getattr(clock, "call_at", None)
+            if not callable(call_at):
+                raise TypeError(
+                    f"clock must provide call_at(when, callback) to drive a Timeout, got {clock!r}"
+                )
+        super().__init__(name=name, clock=clock)
+        self._seconds = float(seconds)
+        self._call_at: Callable[[float, Callable[[], object]], Any] | None = call_at
+        self._timeouts = 0
+
+    @property
+    def seconds(self) -> float:
+        return self._seconds
+
+    @property
+    def stats(self) -> TimeoutStatistics:
+        return TimeoutStatistics(timeouts=self._timeouts)
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = _get_running_loop()
+        if loop is None or self._call_at is not None:
+            return await self._call_scoped(fn, *args, **kwargs)
+        # asyncio fast path: one timer handle, no context manager, no Task.
+        task = _current_task(loop)
+        if task is None:
+            return await self._call_scoped(fn, *args, **kwargs)
+        cancelling = task.cancelling()
+        expiry = _Expiry(task)
+        handle = loop.call_at(loop.time() + self._seconds, expiry.fire)
+        try:
+            return await fn(*args, **kwargs)
+        except asyncio.CancelledError:
+            if expiry.fired:
+                expiry.fired = False
+                if task.uncancel() <= cancelling:
+                    raise self._timed_out() from None
+            raise
+        finally:
+            handle.cancel()
+            if expiry.fired:
+                # Our cancel was requested but the work swallowed it: take it
+                # back so the task's cancellation count stays honest.
+                task.uncancel()
+
+    async def _call_scoped(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """trio, or a fake clock: an anyio cancel scope."""
+        if self._call_at is None:
+            with anyio.CancelScope(deadline=anyio.current_time() + self._seconds):
+                return await fn(*args, **kwargs)
+        else:
+            with anyio.CancelScope() as scope:
+                when = self._clock.now() + self._seconds
+                timer = self._call_at(when, scope.cancel)
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    timer.cancel()
+        # Only reached when the scope swallowed its own cancellation.
+        raise self._timed_out()
+
+    def _timed_out(self) -> TimeoutError:
+        self._timeouts += 1
+        if self._observed():
+            self._emit(TimedOut(self._name, self._seconds))
+        return TimeoutError(name=self._name, seconds=self._seconds)
+
+    def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        raise TypeError(f"Timeout {self._name!r} cannot run {fn!r}: {self._sync_unsupported}")
+
+    def __repr__(self) -> str:
+        return f"<Timeout {self._name!r} seconds={self._seconds!r}>"
