@@ -24,10 +24,14 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
-test: lint typecheck docs
+test: lint typecheck docs redis
 	$(BIN)/python -m pytest -q $(ARGS)
+
+# The Redis backend's tests run a real redis-server on a random local port.
+redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(ARGS)

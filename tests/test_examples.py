@@ -1,0 +1,38 @@
+"""Every example runs, and says what it should."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))
+
+EXPECTED = {
+    "quickstart.py": "stats: RetryStatistics(",
+    "sync_client.py": "config: {'region': 'eu-west'} after 3 attempts",
+    "demo.py": "summary:",
+}
+ARGS = {"demo.py": ["--duration", "2", "--clients", "5"]}
+
+
+def test_every_example_has_an_expectation() -> None:
+    assert {p.name for p in EXAMPLES} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(path: Path) -> None:
+    module = f"examples.{path.stem}"
+    out = subprocess.run(
+        [sys.executable, "-m", module, *ARGS.get(path.name, [])],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert EXPECTED[path.name] in out.stdout
