@@ -1,0 +1,107 @@
+"""Smoke test of the benchmarks: every case sets up and runs once, and the runner writes its files.
+
+Not a timing test: it only catches a broken case (or runner) before `make bench` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import benchmarks
+from benchmarks.cases import ALL_BACKENDS, Case
+
+MODULES = sorted(
+    info.name
+    for info in pkgutil.iter_modules(benchmarks.__path__)
+    if info.name.startswith("cases_")
+)
+
+
+def _all_cases() -> list[tuple[str, Case]]:
+    found: list[tuple[str, Case]] = []
+    for name in MODULES:
+        module = importlib.import_module(f"benchmarks.{name}")
+        found.extend((name, case) for case in module.cases())
+    return found
+
+
+CASES = _all_cases()
+
+
+def test_every_case_module_defines_cases() -> None:
+    assert "cases_baseline" in MODULES
+    for name in MODULES:
+        module = importlib.import_module(f"benchmarks.{name}")
+        cases = module.cases()
+        assert isinstance(cases, list)
+        assert cases, f"{name}.cases() returned no case"
+        assert all(isinstance(case, Case) for case in cases)
+
+
+def test_labels_keys_and_baselines_are_consistent() -> None:
+    labels = [case.label for _, case in CASES]
+    assert len(labels) == len(set(labels)), "case labels must be unique"
+    keys = [case.key for _, case in CASES if case.key]
+    assert len(keys) == len(set(keys)), "case keys must be unique"
+    for module, case in CASES:
+        assert case.baseline in labels, (
+            f"{module}: {case.label!r} has unknown baseline {case.baseline!r}"
+        )
+        assert set(case.backends) <= set(ALL_BACKENDS), f"{module}: {case.label!r}"
+
+
+@pytest.mark.parametrize(
+    ("module", "case"), CASES, ids=[f"{module}:{case.label}" for module, case in CASES]
+)
+def test_case_runs_once(module: str, case: Case) -> None:
+    if case.kind == "sync":
+        case.setup()()
+        return
+
+    async def main() -> None:
+        target = case.setup()
+        await target()
+        await target()
+
+    # One backend per case, to stay fast: asyncio, or trio for trio-only cases.
+    if "asyncio" in case.backends:
+        asyncio.run(main())
+    else:
+        trio = pytest.importorskip("trio")
+        trio.run(main)
+
+
+def test_runner_writes_results(tmp_path: Path) -> None:
+    from benchmarks.run import main
+
+    code = main(
+        [
+            "--filter",
+            "baselines",
+            "--backends",
+            "asyncio",
+            "--repeats",
+            "2",
+            "--batch",
+            "0.002",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    rows = {(row["backend"], row["label"]): row for row in data["results"]}
+    assert rows["asyncio", "await f()"]["overhead"] == 0
+    assert len(rows["asyncio", "raise caught"]["us_per_call"]) == 2
+    assert ("sync", "g()") in rows
+    assert data["meta"]["versions"]["python"]
+    assert {t["key"] for t in data["targets"]} >= {"retry.success", "timeout.success"}
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert "## Targets" in text
+    assert "| baselines | await f() |" in text
