@@ -11,6 +11,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 
 from ._clock import SYSTEM_CLOCK, Clock
+from ._deadlines import DeadlineQueue
 from .errors import TimeoutError
 from .events import TimedOut
 from .policy import Policy
@@ -29,20 +30,6 @@ class TimeoutStatistics:
     """Running totals of a :class:`Timeout` since it was created."""
 
     timeouts: int
-
-
-class _Expiry:
-    """The one piece of per-call state: did *our* timer cancel the task?"""
-
-    __slots__ = ("fired", "task")
-
-    def __init__(self, task: asyncio.Task[Any]) -> None:
-        self.task = task
-        self.fired = False
-
-    def fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
 
 
 class Timeout(Policy):
@@ -65,7 +52,7 @@ class Timeout(Policy):
         async def fetch(url: str) -> bytes: ...
     """
 
-    __slots__ = ("_call_at", "_seconds", "_timeouts")
+    __slots__ = ("_call_at", "_queue", "_seconds", "_timeouts")
 
     _kind = "timeout"
     _sync_unsupported = (
@@ -91,6 +78,7 @@ class Timeout(Policy):
         self._seconds = float(seconds)
         self._call_at: Callable[[float, Callable[[], object]], Any] | None = call_at
         self._timeouts = 0
+        self._queue: tuple[object, Any] = (None, None)
 
     @property
     def seconds(self) -> float:
@@ -104,13 +92,15 @@ class Timeout(Policy):
         loop = _get_running_loop()
         if loop is None or self._call_at is not None:
             return await self._call_scoped(fn, *args, **kwargs)
-        # asyncio fast path: one timer handle, no context manager, no Task.
         task = _current_task(loop)
         if task is None:
             return await self._call_scoped(fn, *args, **kwargs)
+        # asyncio fast path: a deque append on a timer shared by this policy's
+        # calls on this loop; no Task, no context manager, no handle per call.
+        cached = self._queue
+        queue: DeadlineQueue = cached[1] if cached[0] is loop else self._queue_for(loop)
         cancelling = task.cancelling()
-        expiry = _Expiry(task)
-        handle = loop.call_at(loop.time() + self._seconds, expiry.fire)
+        expiry = queue.add(task, loop.time() + self._seconds)
         try:
             return await fn(*args, **kwargs)
         except asyncio.CancelledError:
@@ -120,11 +110,21 @@ class Timeout(Policy):
                     raise self._timed_out() from None
             raise
         finally:
-            handle.cancel()
+            queue.discard(expiry)
             if expiry.fired:
                 # Our cancel was requested but the work swallowed it: take it
                 # back so the task's cancellation count stays honest.
                 task.uncancel()
+
+    def _queue_for(self, loop: asyncio.AbstractEventLoop) -> DeadlineQueue:
+        # One attribute holding (loop, queue): a thread running another loop
+        # reads it atomically and never pairs its loop with another's queue.
+        # A call keeps the queue it started with, so replacing it here (when
+        # loops alternate) never strands a deadline; a finished loop's queue
+        # is simply dropped with it.
+        queue = DeadlineQueue(loop)
+        self._queue = (loop, queue)
+        return queue
 
     async def _call_scoped(
         self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
