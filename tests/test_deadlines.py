@@ -8,12 +8,14 @@ import pytest
 
 import resilience
 from resilience import Timeout
+from resilience._deadlines import DeadlineQueue
 
 pytestmark = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 
-def queue_of(timeout: Timeout) -> object:
-    return timeout._queue[1]  # noqa: SLF001
+def queue_of(timeout: Timeout) -> DeadlineQueue:
+    queue: DeadlineQueue = timeout._queue[1]
+    return queue
 
 
 async def test_concurrent_calls_each_get_their_own_deadline() -> None:
@@ -30,8 +32,8 @@ async def test_concurrent_calls_each_get_their_own_deadline() -> None:
     assert len(timed_out) == 50
     assert [r for r in results if isinstance(r, int)] == list(range(0, 100, 2))
     queue = queue_of(timeout)
-    assert queue.live == 0  # type: ignore[attr-defined]
-    assert len(queue.entries) == 0  # type: ignore[attr-defined]
+    assert queue.live == 0
+    assert len(queue.entries) == 0
 
 
 async def test_the_timer_rearms_for_a_later_call_after_the_first_one_left() -> None:
@@ -55,11 +57,11 @@ async def test_finished_entries_behind_a_slow_call_are_compacted() -> None:
     for _ in range(10_000):
         await timeout.call(asyncio.sleep, 0)
     queue = queue_of(timeout)
-    assert queue.live == 1  # type: ignore[attr-defined]
-    assert len(queue.entries) <= 2 + 256  # type: ignore[attr-defined]
+    assert queue.live == 1
+    assert len(queue.entries) <= 2 + 256
     release.set()
     assert await slow is True
-    assert len(queue.entries) == 0  # type: ignore[attr-defined]
+    assert len(queue.entries) == 0
 
 
 async def test_each_event_loop_gets_its_own_timer() -> None:
