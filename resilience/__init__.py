@@ -13,6 +13,7 @@ Example::
 from . import backoff, events, testing
 from ._clock import Clock, SystemClock
 from ._core.budget import RetryBudget
+from ._deadline import Deadline, current_deadline, deadline
 from ._version import __version__
 from .errors import BulkheadFullError, CircuitOpenError, ResilienceError, TimeoutError
 from .events import CircuitState
@@ -27,6 +28,7 @@ __all__ = [
     "CircuitOpenError",
     "CircuitState",
     "Clock",
+    "Deadline",
     "Fallback",
     "Pipeline",
     "Policy",
@@ -40,6 +42,8 @@ __all__ = [
     "TimeoutStatistics",
     "__version__",
     "backoff",
+    "current_deadline",
+    "deadline",
     "events",
     "testing",
 ]

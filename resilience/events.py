@@ -76,11 +76,11 @@ class RetryScheduled(Event):
 @dataclass(frozen=True, slots=True)
 class RetryExhausted(Event):
     """The retry gave up after ``attempts`` attempts. ``reason`` says why:
-    the attempts ran out, the elapsed-time limit would be passed, or the
-    retry budget refused."""
+    the attempts ran out, the next wait would pass ``max_elapsed`` or the
+    deadline in force, or the retry budget refused."""
 
     attempts: int
-    reason: Literal["attempts", "max_elapsed", "budget"]
+    reason: Literal["attempts", "max_elapsed", "deadline", "budget"]
     exception: BaseException | None
     result: object = None
 

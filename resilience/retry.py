@@ -10,6 +10,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 from ._clock import Clock
 from ._core.backoff import Backoff
 from ._core.budget import RetryBudget
+from ._deadline import _current as _current_deadline
 from ._matchers import ExceptionFilter, exception_matcher, result_predicate
 from .backoff import exponential
 from .errors import BulkheadFullError, CircuitOpenError
@@ -51,7 +52,9 @@ class Retry(Policy):
     - ``on_result``: a predicate that makes a returned value retryable (for
       example ``lambda r: r.status_code == 503``).
     - ``max_elapsed``: seconds from the start of the first attempt; a wait
-      that would end after it is not started.
+      that would end after it is not started. The same holds for a deadline
+      in force (an outer :class:`Timeout`, :func:`resilience.deadline`, the
+      ASGI middleware's request deadline).
     - ``budget``: a shared :class:`RetryBudget`.
 
     When it gives up, the last attempt's own exception propagates with a note
@@ -216,13 +219,18 @@ class Retry(Policy):
                     f"({type(exc).__name__} is not retried)"
                 )
             return None
-        reason: Literal["attempts", "max_elapsed", "budget"] | None = None
+        reason: Literal["attempts", "max_elapsed", "deadline", "budget"] | None = None
         delay = 0.0
+        limit = _current_deadline.get()
         if attempt >= self._attempts:
             reason = "attempts"
         else:
             delay = self._backoff.delay(attempt, previous)
-            if self._needs_start:
+            if limit is not None and delay >= limit.remaining():
+                # The next attempt could not finish in time: answer now with
+                # what we have rather than be cut off mid-wait.
+                reason = "deadline"
+            elif self._needs_start:
                 now = self._clock.now()
                 if self._max_elapsed is not None and now + delay - start > self._max_elapsed:
                     reason = "max_elapsed"

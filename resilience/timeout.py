@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -11,7 +12,9 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 
 from ._clock import SYSTEM_CLOCK, Clock
-from ._deadlines import DeadlineQueue
+from ._deadline import Deadline
+from ._deadline import _current as _current_deadline
+from ._timer import DeadlineQueue
 from .errors import TimeoutError
 from .events import TimedOut
 from .policy import Policy
@@ -23,6 +26,7 @@ T = TypeVar("T")
 
 _get_running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
+_monotonic = time.monotonic
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,27 +93,35 @@ class Timeout(Policy):
         return TimeoutStatistics(timeouts=self._timeouts)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        seconds = self._seconds
+        outer = _current_deadline.get()
+        if outer is not None and outer.remaining() < seconds:
+            # A tighter deadline is in force (an outer Timeout, the ASGI
+            # request, `resilience.deadline`): run to that one instead.
+            return await self._call_scoped(outer, fn, *args, **kwargs)
         loop = _get_running_loop()
         if loop is None or self._call_at is not None:
-            return await self._call_scoped(fn, *args, **kwargs)
+            return await self._call_scoped(None, fn, *args, **kwargs)
         task = _current_task(loop)
         if task is None:
-            return await self._call_scoped(fn, *args, **kwargs)
+            return await self._call_scoped(None, fn, *args, **kwargs)
         # asyncio fast path: a deque append on a timer shared by this policy's
         # calls on this loop; no Task, no context manager, no handle per call.
         cached = self._queue
         queue: DeadlineQueue = cached[1] if cached[0] is loop else self._queue_for(loop)
         cancelling = task.cancelling()
-        expiry = queue.add(task, loop.time() + self._seconds)
+        expiry = queue.add(task, loop.time() + seconds)
+        token = _current_deadline.set(Deadline(_monotonic() + seconds, SYSTEM_CLOCK))
         try:
             return await fn(*args, **kwargs)
         except asyncio.CancelledError:
             if expiry.fired:
                 expiry.fired = False
                 if task.uncancel() <= cancelling:
-                    raise self._timed_out() from None
+                    raise self._timed_out(seconds) from None
             raise
         finally:
+            _current_deadline.reset(token)
             queue.discard(expiry)
             if expiry.fired:
                 # Our cancel was requested but the work swallowed it: take it
@@ -127,28 +139,40 @@ class Timeout(Policy):
         return queue
 
     async def _call_scoped(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+        self,
+        outer: Deadline | None,
+        fn: Callable[P, Awaitable[T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
     ) -> T:
-        """trio, or a fake clock: an anyio cancel scope."""
-        if self._call_at is None:
-            with anyio.CancelScope(deadline=anyio.current_time() + self._seconds):
-                return await fn(*args, **kwargs)
-        else:
-            with anyio.CancelScope() as scope:
-                when = self._clock.now() + self._seconds
-                timer = self._call_at(when, scope.cancel)
-                try:
+        """The general path (trio, a fake clock, or a tighter outer deadline):
+        an anyio cancel scope, cancelled by the clock's timer or its deadline."""
+        limit = Deadline(self._clock.now() + self._seconds, self._clock) if outer is None else outer
+        seconds = max(0.0, limit.remaining())
+        call_at = getattr(limit.clock, "call_at", None) if limit.clock is not SYSTEM_CLOCK else None
+        token = _current_deadline.set(limit)
+        try:
+            if call_at is None:
+                with anyio.CancelScope(deadline=anyio.current_time() + seconds):
                     return await fn(*args, **kwargs)
-                finally:
-                    timer.cancel()
+            else:
+                with anyio.CancelScope() as scope:
+                    timer = call_at(limit.at, scope.cancel)
+                    try:
+                        return await fn(*args, **kwargs)
+                    finally:
+                        timer.cancel()
+        finally:
+            _current_deadline.reset(token)
         # Only reached when the scope swallowed its own cancellation.
-        raise self._timed_out()
+        raise self._timed_out(seconds)
 
-    def _timed_out(self) -> TimeoutError:
+    def _timed_out(self, seconds: float) -> TimeoutError:
         self._timeouts += 1
         if self._observed():
-            self._emit(TimedOut(self._name, self._seconds))
-        return TimeoutError(name=self._name, seconds=self._seconds)
+            self._emit(TimedOut(self._name, seconds))
+        return TimeoutError(name=self._name, seconds=seconds)
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         raise TypeError(f"Timeout {self._name!r} cannot run {fn!r}: {self._sync_unsupported}")

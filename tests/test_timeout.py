@@ -102,9 +102,63 @@ async def test_timeout_outside_retry_limits_the_whole_call() -> None:
         raise ConnectionError
 
     policy = Timeout(2.5, clock=clock) | Retry(10, backoff=backoff.fixed(1), clock=clock)
-    with pytest.raises(resilience.TimeoutError):
+    with pytest.raises(ConnectionError) as info:
         await policy.call(fails)
-    assert calls == 3  # t=0, 1, 2; the wait towards t=3 is cut at 2.5
+    # attempts at t=0, 1, 2; a wait to t=3 would pass the 2.5 s deadline, so
+    # the retry answers with the last error at once instead of being cut off.
+    assert calls == 3
+    assert clock.now() == 2
+    assert "(deadline)" in info.value.__notes__[-1]
+
+
+async def test_total_timeout_cuts_a_slow_attempt_inside_a_retry() -> None:
+    clock = FakeClock()
+
+    async def slow() -> None:
+        await clock.sleep(10)
+
+    policy = Timeout(2.5, name="total", clock=clock) | Retry(3, clock=clock)
+    with pytest.raises(resilience.TimeoutError) as info:
+        await policy.call(slow)
+    assert info.value.name == "total"
+    assert clock.now() == 10  # the fake sleep advanced time; the work was cancelled at 2.5
+
+
+async def test_inner_timeout_never_outlives_the_outer_deadline() -> None:
+    clock = FakeClock()
+    outer = Timeout(1, name="outer", clock=clock)
+    inner = Timeout(60, name="inner", clock=clock)
+    seen: list[float] = []
+
+    async def work() -> None:
+        limit = resilience.current_deadline()
+        assert limit is not None
+        seen.append(limit.remaining())
+        await clock.sleep(5)
+
+    with pytest.raises(resilience.TimeoutError):
+        await outer.call(inner.call, work)
+    assert seen == [1.0]
+
+
+async def test_deadline_context_bounds_timeouts_and_retries() -> None:
+    calls = 0
+
+    async def fails() -> None:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError
+
+    clock = FakeClock()
+    with resilience.deadline(1.5, clock=clock) as limit:
+        with pytest.raises(ConnectionError):
+            await Retry(5, backoff=backoff.fixed(1), clock=clock).call(fails)
+        assert calls == 2
+        with resilience.deadline(10, clock=clock) as wider:
+            assert wider is limit  # never extended
+        with pytest.raises(resilience.TimeoutError):
+            await Timeout(30, clock=clock).call(clock.sleep, 5)
+    assert resilience.current_deadline() is None
 
 
 async def test_timed_out_event_is_emitted() -> None:

@@ -8,7 +8,7 @@ import pytest
 
 import resilience
 from resilience import Timeout
-from resilience._deadlines import DeadlineQueue
+from resilience._timer import DeadlineQueue
 
 pytestmark = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
