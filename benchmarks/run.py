@@ -348,6 +348,11 @@ def run_round(backend: str, slots: Sequence[Slot], plan: Plan, calibrating: bool
 # Results -----------------------------------------------------------------------
 
 
+def cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|")
+
+
 def fmt_us(value: float | None) -> str:
     if value is None:
         return "—"
@@ -550,12 +555,20 @@ def render_markdown(
     out.append("")
     out.append("## Targets")
     out.append("")
+    bare = _row_for(rows, "baseline.await", "asyncio")
+    if bare is not None:
+        out.append(
+            f"The targets were set on a machine where a bare `await f()` costs 0.114 µs; "
+            f"here it costs {fmt_us(bare['median'])} µs on asyncio, so absolute figures "
+            f"scale by about {bare['median'] / 0.114:.2f}. Status is judged on the raw figures."
+        )
+        out.append("")
     out.append("| key | backend | what | target | measured | status |")
     out.append("|---|---|---|---|---|---|")
     for entry in targets:
         out.append(
-            f"| `{entry['key']}` | {entry['backend']} | {entry['what']} | {entry['target']} | "
-            f"{entry.get('detail', '—')} | {entry['status']} |"
+            f"| `{entry['key']}` | {entry['backend']} | {cell(entry['what'])} | "
+            f"{cell(entry['target'])} | {cell(entry.get('detail', '—'))} | {entry['status']} |"
         )
     out.append("")
     backends = [b for b in [*ALL_BACKENDS, SYNC] if any(r["backend"] == b for r in rows)]
@@ -569,13 +582,15 @@ def render_markdown(
         for row in rows:
             if row["backend"] != backend:
                 continue
-            label = f"**{row['label']}**" if row["ours"] else row["label"]
+            label = f"**{cell(row['label'])}**" if row["ours"] else cell(row["label"])
             if row["error"]:
-                out.append(f"| {row['group']} | {label} | error: {row['error']} | | | | | | |")
+                out.append(
+                    f"| {cell(row['group'])} | {label} | error: {cell(row['error'])} | | | | | | |"
+                )
                 continue
-            base = "—" if row["baseline"] == row["label"] else f"`{row['baseline']}`"
+            base = "—" if row["baseline"] == row["label"] else f"`{cell(row['baseline'])}`"
             out.append(
-                f"| {row['group']} | {label} | {fmt_us(row['median'])} | {fmt_us(row['min'])} | "
+                f"| {cell(row['group'])} | {label} | {fmt_us(row['median'])} | {fmt_us(row['min'])} | "
                 f"{fmt_us(row['max'])} | {base} | {fmt_signed(row['overhead'])} | "
                 f"{fmt_ratio(row['ratio_to_ours'])} | {fmt_ratio(row['overhead_ratio_to_ours'])} |"
             )
