@@ -270,7 +270,11 @@ async def calibrate_async(slot: Slot, plan: Plan, checkpoint: Callable[[], Any])
     gc.collect()
     target = slot.case.setup()
     # Warm up first (lazy imports, first-call caches), then grow n from 1.
-    await time_async(target, WARMUP, checkpoint)
+    spent = 0.0
+    for _ in range(WARMUP):
+        spent += await time_async(target, 1, checkpoint)
+        if spent > plan.calibrate:
+            break
     n = 1
     elapsed = await time_async(target, n, checkpoint)
     while elapsed < plan.calibrate:
@@ -282,7 +286,11 @@ async def calibrate_async(slot: Slot, plan: Plan, checkpoint: Callable[[], Any])
 def calibrate_sync(slot: Slot, plan: Plan) -> None:
     gc.collect()
     target = slot.case.setup()
-    time_sync(target, WARMUP)
+    spent = 0.0
+    for _ in range(WARMUP):
+        spent += time_sync(target, 1)
+        if spent > plan.calibrate:
+            break
     n = 1
     elapsed = time_sync(target, n)
     while elapsed < plan.calibrate:
@@ -668,6 +676,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--out", default=str(HERE), help="directory for RESULTS.md and results.json"
     )
+    parser.add_argument("--list", action="store_true", help="list the selected cases and exit")
     return parser.parse_args(argv)
 
 
@@ -682,6 +691,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors: list[str] = []
     backends, notes = available_backends([b for b in args.backends.split(",") if b])
     found = select(discover(errors), args.filter)
+
+    if args.list:
+        for module, case in found:
+            where = SYNC if case.kind == "sync" else ",".join(case.backends)
+            key = f" [{case.key}]" if case.key else ""
+            print(f"{module:<22} {case.group} / {case.label}{key}  ({where})")
+        return 0
 
     slots: dict[str, list[Slot]] = {b: [] for b in [*backends, SYNC]}
     for index, (module, case) in enumerate(found):
