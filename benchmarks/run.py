@@ -785,6 +785,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_summary(rows)
     print_targets(targets)
     print(f"\nwrote {out / 'RESULTS.md'} and {out / 'results.json'} in {wall:.0f} s")
+    if errors:
+        print(f"{len(errors)} error(s): see the Errors section of RESULTS.md", file=sys.stderr)
+        return 1
     return 0
 
 
