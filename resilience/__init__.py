@@ -15,6 +15,7 @@ from ._clock import Clock, SystemClock
 from ._core.budget import RetryBudget
 from ._deadline import Deadline, current_deadline, deadline
 from ._version import __version__
+from .bulkhead import Bulkhead, BulkheadStatistics, PoolBulkhead
 from .errors import BulkheadFullError, CircuitOpenError, ResilienceError, TimeoutError
 from .events import CircuitState
 from .fallback import Fallback
@@ -24,7 +25,9 @@ from .retry import Retry, RetryStatistics
 from .timeout import Timeout, TimeoutStatistics
 
 __all__ = [
+    "Bulkhead",
     "BulkheadFullError",
+    "BulkheadStatistics",
     "CircuitOpenError",
     "CircuitState",
     "Clock",
@@ -32,6 +35,7 @@ __all__ = [
     "Fallback",
     "Pipeline",
     "Policy",
+    "PoolBulkhead",
     "ResilienceError",
     "Retry",
     "RetryBudget",
