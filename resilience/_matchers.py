@@ -18,13 +18,20 @@ def exception_types(param: str, value: object) -> tuple[type[BaseException], ...
     return types
 
 
-def exception_matcher(param: str, value: object) -> Callable[[BaseException], bool]:
-    """``on=ValueError``, ``on=(OSError, TimeoutError)`` or ``on=lambda exc: ...``."""
+def exception_matcher(
+    param: str, value: object, *, never: tuple[type[BaseException], ...] = ()
+) -> Callable[[BaseException], bool]:
+    """``on=ValueError``, ``on=(OSError, TimeoutError)`` or ``on=lambda exc: ...``;
+    exceptions of the ``never`` types are refused whatever ``value`` says."""
     if isinstance(value, tuple | type):
         types = exception_types(param, value)
+        if never:
+            return lambda exc: isinstance(exc, types) and not isinstance(exc, never)
         return lambda exc: isinstance(exc, types)
     if callable(value):
         predicate: Callable[[BaseException], bool] = value
+        if never:
+            return lambda exc: not isinstance(exc, never) and bool(predicate(exc))
         return predicate
     raise TypeError(
         f"{param} must be an exception type, a tuple of them or a predicate, got {value!r}"

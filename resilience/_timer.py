@@ -4,6 +4,8 @@
 entry left behind on cancel. Every call of one Timeout has the same duration,
 so deadlines arrive in order: a FIFO of entries and a single timer handle,
 armed for the oldest live deadline, do the same work for a deque append.
+The Timeout's fast path appends and releases entries inline; this module
+holds the data and the rare paths.
 """
 
 from __future__ import annotations
@@ -12,15 +14,22 @@ import asyncio
 from collections import deque
 from typing import Any
 
+from ._clock import SYSTEM_CLOCK
+from ._deadline import Deadline
 
-class Expiry:
-    """One call's deadline. ``task`` is None once the call has left."""
 
-    __slots__ = ("deadline", "fired", "task")
+class Expiry(Deadline):
+    """One call's deadline, also published as the context's :class:`Deadline`
+    (one object for both). ``task`` is None once the call has left."""
 
-    def __init__(self, task: asyncio.Task[Any] | None, deadline: float) -> None:
-        self.task = task
-        self.deadline = deadline
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any], at: float) -> None:
+        # `at` is on loop.time(), which is time.monotonic() on asyncio's loops
+        # (uvloop: the same clock, cached per loop iteration).
+        self.at = at
+        self.clock = SYSTEM_CLOCK
+        self.task: asyncio.Task[Any] | None = task
         self.fired = False
 
 
@@ -32,7 +41,7 @@ class DeadlineQueue:
     # Entries that finished out of order wait behind a slow head; compact
     # when they outnumber the live ones by this much, so memory stays
     # proportional to the calls in flight.
-    _SLACK = 256
+    SLACK = 256
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -40,22 +49,14 @@ class DeadlineQueue:
         self.handle: asyncio.TimerHandle | None = None
         self.live = 0
 
-    def add(self, task: asyncio.Task[Any], deadline: float) -> Expiry:
-        expiry = Expiry(task, deadline)
-        self.entries.append(expiry)
-        self.live += 1
-        if self.handle is None:
-            self.handle = self.loop.call_at(deadline, self.expire)
-        return expiry
+    def arm(self, when: float) -> None:
+        self.handle = self.loop.call_at(when, self.expire)
 
-    def discard(self, expiry: Expiry) -> None:
-        expiry.task = None
-        self.live -= 1
-        entries = self.entries
-        while entries and entries[0].task is None:
-            entries.popleft()
-        if len(entries) > 2 * self.live + self._SLACK:
-            self.entries = deque(e for e in entries if e.task is not None)
+    def compact(self) -> None:
+        # In place: callers hold a reference to `entries`.
+        live = [e for e in self.entries if e.task is not None]
+        self.entries.clear()
+        self.entries.extend(live)
 
     def expire(self) -> None:
         """Timer callback: cancel every call whose deadline has passed."""
@@ -64,12 +65,13 @@ class DeadlineQueue:
         entries = self.entries
         while entries:
             head = entries[0]
-            if head.task is None:
+            task = head.task
+            if task is None:
                 entries.popleft()
-            elif head.deadline <= now:
+            elif head.at <= now:
                 entries.popleft()
                 head.fired = True
-                head.task.cancel()
+                task.cancel()
             else:
-                self.handle = self.loop.call_at(head.deadline, self.expire)
+                self.arm(head.at)
                 return

@@ -14,7 +14,7 @@ from ._deadline import _current as _current_deadline
 from ._matchers import ExceptionFilter, exception_matcher, result_predicate
 from .backoff import exponential
 from .errors import BulkheadFullError, CircuitOpenError
-from .events import RetryExhausted, RetryScheduled
+from .events import RetryExhausted, RetryScheduled, global_listeners
 from .policy import Policy
 
 __all__ = ["Retry", "RetryStatistics"]
@@ -76,6 +76,7 @@ class Retry(Policy):
         "_is_retryable",
         "_max_elapsed",
         "_needs_start",
+        "_note",
         "_on_result",
         "_retries",
         "_success_with_retry",
@@ -113,11 +114,12 @@ class Retry(Policy):
         super().__init__(name=name, clock=clock)
         self._attempts = attempts
         self._backoff = backoff
-        self._is_retryable = exception_matcher("on", on)
+        self._is_retryable = exception_matcher("on", on, never=_NEVER_RETRIED)
         self._on_result = result_predicate("on_result", on_result)
         self._max_elapsed = max_elapsed
         self._budget = budget
         self._needs_start = budget is not None or max_elapsed is not None
+        self._note = f"resilience: Retry {self._name!r} gave up after"
         self._success_without_retry = 0
         self._success_with_retry = 0
         self._failed_without_retry = 0
@@ -206,12 +208,15 @@ class Retry(Policy):
         start: float,
         exc: BaseException | None,
         result: object,
+        hint: float | None = None,
     ) -> float | None:
         """The delay before the next attempt, or None to give up now.
 
-        Shared by the async and sync shells: everything but the await.
+        Shared by every shell (async, sync, the httpx transports): everything
+        but the await. ``hint`` is a delay the other side asked for
+        (Retry-After); it replaces the schedule's.
         """
-        if exc is not None and (isinstance(exc, _NEVER_RETRIED) or not self._is_retryable(exc)):
+        if exc is not None and not self._is_retryable(exc):
             self._count_failure(attempt)
             if attempt > 1:
                 exc.add_note(
@@ -219,37 +224,47 @@ class Retry(Policy):
                     f"({type(exc).__name__} is not retried)"
                 )
             return None
-        reason: Literal["attempts", "max_elapsed", "deadline", "budget"] | None = None
-        delay = 0.0
-        limit = _current_deadline.get()
         if attempt >= self._attempts:
-            reason = "attempts"
-        else:
-            delay = self._backoff.delay(attempt, previous)
-            if limit is not None and delay >= limit.remaining():
-                # The next attempt could not finish in time: answer now with
-                # what we have rather than be cut off mid-wait.
-                reason = "deadline"
-            elif self._needs_start:
-                now = self._clock.now()
-                if self._max_elapsed is not None and now + delay - start > self._max_elapsed:
-                    reason = "max_elapsed"
-                elif self._budget is not None and not self._budget.try_retry(now):
-                    reason = "budget"
-        if reason is not None:
-            self._count_failure(attempt)
-            if exc is not None:
-                exc.add_note(
-                    f"resilience: Retry {self._name!r} gave up after {attempt} "
-                    f"attempt{'s' if attempt > 1 else ''} ({reason})"
-                )
-            if self._observed():
-                self._emit(RetryExhausted(self._name, attempt, reason, exc, result))
+            self._give_up(attempt, "attempts", exc, result)
             return None
+        delay = self._backoff.delay(attempt, previous) if hint is None else hint
+        limit = _current_deadline.get()
+        if limit is not None and delay >= limit.remaining():
+            # The next attempt could not finish in time: answer now with what
+            # we have rather than be cut off mid-wait.
+            self._give_up(attempt, "deadline", exc, result)
+            return None
+        if self._needs_start:
+            now = self._clock.now()
+            if self._max_elapsed is not None and now + delay - start > self._max_elapsed:
+                self._give_up(attempt, "max_elapsed", exc, result)
+                return None
+            if self._budget is not None and not self._budget.try_retry(now):
+                self._give_up(attempt, "budget", exc, result)
+                return None
         self._retries += 1
-        if self._observed():
+        if self._listeners or global_listeners:
             self._emit(RetryScheduled(self._name, attempt, delay, exc, result))
         return delay
+
+    def _give_up(
+        self,
+        attempt: int,
+        reason: Literal["attempts", "max_elapsed", "deadline", "budget"],
+        exc: BaseException | None,
+        result: object,
+    ) -> None:
+        self._count_failure(attempt)
+        if exc is not None:
+            exc.add_note(f"{self._note} {attempt} attempt{'s' if attempt > 1 else ''} ({reason})")
+        if self._listeners or global_listeners:
+            self._emit(RetryExhausted(self._name, attempt, reason, exc, result))
+
+    def _count_success(self, attempt: int) -> None:
+        if attempt == 1:
+            self._success_without_retry += 1
+        else:
+            self._success_with_retry += 1
 
     def _count_failure(self, attempt: int) -> None:
         if attempt == 1:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
+import sys
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -14,7 +15,7 @@ import anyio
 from ._clock import SYSTEM_CLOCK, Clock
 from ._deadline import Deadline
 from ._deadline import _current as _current_deadline
-from ._timer import DeadlineQueue
+from ._timer import DeadlineQueue, Expiry
 from .errors import TimeoutError
 from .events import TimedOut
 from .policy import Policy
@@ -26,7 +27,12 @@ T = TypeVar("T")
 
 _get_running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
-_monotonic = time.monotonic
+_get_ident = threading.get_ident
+
+
+def _trio() -> Any:
+    # Only reached while trio runs this code, so it is imported already.
+    return sys.modules["trio"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +62,7 @@ class Timeout(Policy):
         async def fetch(url: str) -> bytes: ...
     """
 
-    __slots__ = ("_call_at", "_queue", "_seconds", "_timeouts")
+    __slots__ = ("_cache", "_call_at", "_seconds", "_timeouts")
 
     _kind = "timeout"
     _sync_unsupported = (
@@ -82,7 +88,7 @@ class Timeout(Policy):
         self._seconds = float(seconds)
         self._call_at: Callable[[float, Callable[[], object]], Any] | None = call_at
         self._timeouts = 0
-        self._queue: tuple[object, Any] = (None, None)
+        self._cache: tuple[int, Any, Any] = (-1, None, None)
 
     @property
     def seconds(self) -> float:
@@ -99,19 +105,37 @@ class Timeout(Policy):
             # A tighter deadline is in force (an outer Timeout, the ASGI
             # request, `resilience.deadline`): run to that one instead.
             return await self._call_scoped(outer, fn, *args, **kwargs)
-        loop = _get_running_loop()
-        if loop is None or self._call_at is not None:
-            return await self._call_scoped(None, fn, *args, **kwargs)
-        task = _current_task(loop)
-        if task is None:
-            return await self._call_scoped(None, fn, *args, **kwargs)
+        # Which loop, and which task? The cache answers without
+        # asyncio._get_running_loop() (a getpid() call on 3.11); a task of
+        # the cached loop being current proves that loop runs in this thread.
+        cached = self._cache
+        task = _current_task(cached[1]) if cached[0] == _get_ident() else None
+        if task is not None:
+            loop: asyncio.AbstractEventLoop = cached[1]
+            queue: DeadlineQueue = cached[2]
+        else:
+            running = _get_running_loop()
+            if running is None or self._call_at is not None:
+                return await self._call_scoped(None, fn, *args, **kwargs)
+            task = _current_task(running)
+            if task is None:
+                return await self._call_scoped(None, fn, *args, **kwargs)
+            loop = running
+            queue = DeadlineQueue(running)
+            # One attribute, so a thread running another loop reads a
+            # consistent triple. A call keeps the queue it started with, so
+            # replacing it never strands a deadline.
+            self._cache = (_get_ident(), running, queue)
         # asyncio fast path: a deque append on a timer shared by this policy's
         # calls on this loop; no Task, no context manager, no handle per call.
-        cached = self._queue
-        queue: DeadlineQueue = cached[1] if cached[0] is loop else self._queue_for(loop)
         cancelling = task.cancelling()
-        expiry = queue.add(task, loop.time() + seconds)
-        token = _current_deadline.set(Deadline(_monotonic() + seconds, SYSTEM_CLOCK))
+        expiry = Expiry(task, loop.time() + seconds)
+        entries = queue.entries
+        entries.append(expiry)
+        queue.live += 1
+        if queue.handle is None:
+            queue.arm(expiry.at)
+        token = _current_deadline.set(expiry)
         try:
             return await fn(*args, **kwargs)
         except asyncio.CancelledError:
@@ -122,21 +146,18 @@ class Timeout(Policy):
             raise
         finally:
             _current_deadline.reset(token)
-            queue.discard(expiry)
+            expiry.task = None
+            queue.live -= 1
+            if entries and entries[0] is expiry:
+                entries.popleft()
+                while entries and entries[0].task is None:
+                    entries.popleft()
+            elif len(entries) > 2 * queue.live + queue.SLACK:
+                queue.compact()
             if expiry.fired:
                 # Our cancel was requested but the work swallowed it: take it
                 # back so the task's cancellation count stays honest.
                 task.uncancel()
-
-    def _queue_for(self, loop: asyncio.AbstractEventLoop) -> DeadlineQueue:
-        # One attribute holding (loop, queue): a thread running another loop
-        # reads it atomically and never pairs its loop with another's queue.
-        # A call keeps the queue it started with, so replacing it here (when
-        # loops alternate) never strands a deadline; a finished loop's queue
-        # is simply dropped with it.
-        queue = DeadlineQueue(loop)
-        self._queue = (loop, queue)
-        return queue
 
     async def _call_scoped(
         self,
@@ -147,22 +168,27 @@ class Timeout(Policy):
         **kwargs: P.kwargs,
     ) -> T:
         """The general path (trio, a fake clock, or a tighter outer deadline):
-        an anyio cancel scope, cancelled by the clock's timer or its deadline."""
+        a cancel scope, cancelled by the clock's timer or by its deadline."""
         limit = Deadline(self._clock.now() + self._seconds, self._clock) if outer is None else outer
         seconds = max(0.0, limit.remaining())
         call_at = getattr(limit.clock, "call_at", None) if limit.clock is not SYSTEM_CLOCK else None
         token = _current_deadline.set(limit)
         try:
-            if call_at is None:
-                with anyio.CancelScope(deadline=anyio.current_time() + seconds):
-                    return await fn(*args, **kwargs)
-            else:
+            if call_at is not None:
                 with anyio.CancelScope() as scope:
                     timer = call_at(limit.at, scope.cancel)
                     try:
                         return await fn(*args, **kwargs)
                     finally:
                         timer.cancel()
+            elif _get_running_loop() is None:
+                # trio: its own cancel scope costs less than anyio's wrapper.
+                trio = _trio()
+                with trio.CancelScope(deadline=trio.current_time() + seconds):
+                    return await fn(*args, **kwargs)
+            else:
+                with anyio.CancelScope(deadline=anyio.current_time() + seconds):
+                    return await fn(*args, **kwargs)
         finally:
             _current_deadline.reset(token)
         # Only reached when the scope swallowed its own cancellation.

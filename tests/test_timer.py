@@ -14,7 +14,7 @@ pytestmark = pytest.mark.parametrize("anyio_backend", ["asyncio"])
 
 
 def queue_of(timeout: Timeout) -> DeadlineQueue:
-    queue: DeadlineQueue = timeout._queue[1]
+    queue: DeadlineQueue = timeout._cache[2]
     return queue
 
 

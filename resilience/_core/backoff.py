@@ -72,9 +72,14 @@ class _Schedule:
             # AWS "decorrelated jitter": between the floor and three times the
             # previous delay; stateful through `previous`, capped.
             low = self._floor
-            high = max(low, previous * 3.0)
-            return min(self._cap, low + (high - low) * self._random())
-        base = min(self._cap, self._raw(attempt))
+            high = previous * 3.0
+            if high < low:
+                high = low
+            value = low + (high - low) * self._random()
+            return value if value < self._cap else self._cap
+        base = self._raw(attempt)
+        if base > self._cap:
+            base = self._cap
         if jitter is None:
             return base
         if jitter == "full":
@@ -90,7 +95,7 @@ class Immediate(_Schedule):
     def __init__(self) -> None:
         super().__init__(floor=0.0, cap=0.0, jitter=None, rng=None)
 
-    def _raw(self, attempt: int) -> float:
+    def delay(self, attempt: int, previous: float) -> float:
         return 0.0
 
     def __repr__(self) -> str:
