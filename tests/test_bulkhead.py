@@ -790,3 +790,8 @@ async def test_a_permit_handed_over_from_a_thread_racing_a_cancellation_comes_ba
         assert snapshot(bulkhead) == (1, 0, 0)  # in transit to the waiter
         scope.cancel()
     assert snapshot(bulkhead) == (0, 0, 0)
+
+
+def test_decorating_a_non_callable_is_refused() -> None:
+    with pytest.raises(TypeError, match="decorates a callable"):
+        Bulkhead(1)(42)  # type: ignore[call-overload]
