@@ -312,6 +312,8 @@ class Bulkhead(Policy):
         # can cancel us between taking the permit and guarding its release.
         if self._in_flight < self._capacity:
             self._in_flight += 1
+        elif not self._max_waiting:
+            self._acquire_nowait()  # no coroutine to build just to reject
         else:
             await self._acquire_async()
         try:
@@ -324,6 +326,8 @@ class Bulkhead(Policy):
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         if self._in_flight < self._capacity:
             self._in_flight += 1
+        elif not self._max_waiting:
+            self._acquire_nowait()
         else:
             self._acquire_sync()
         try:
@@ -351,6 +355,7 @@ class Bulkhead(Policy):
             return super().__call__(fn)  # raises the uniform TypeError
         bulkhead = self
         dispatch = self._dispatch
+        acquire_nowait = self._acquire_nowait
         if inspect.iscoroutinefunction(fn):
             acquire = self._acquire_async
 
@@ -358,6 +363,8 @@ class Bulkhead(Policy):
             async def bulkhead_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
                 if bulkhead._in_flight < bulkhead._capacity:
                     bulkhead._in_flight += 1
+                elif not bulkhead._max_waiting:
+                    acquire_nowait()
                 else:
                     await acquire()
                 try:
@@ -375,6 +382,8 @@ class Bulkhead(Policy):
         def bulkhead_sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             if bulkhead._in_flight < bulkhead._capacity:
                 bulkhead._in_flight += 1
+            elif not bulkhead._max_waiting:
+                acquire_nowait()
             else:
                 acquire_sync()
             try:
@@ -473,6 +482,17 @@ class Bulkhead(Policy):
                 timer.cancel()
         if waiter.state != _GRANTED:
             raise self._rejection(waited=True)
+
+    def _acquire_nowait(self) -> None:
+        """No wait queue: take a permit freed since the caller looked, or reject.
+
+        Load shedding rejects at high rates, so this builds no waiter.
+        """
+        with self._lock:
+            if self._in_flight < self._capacity:
+                self._in_flight += 1
+                return
+        raise self._rejection(waited=False)
 
     def _enqueue(self, waiter: _Waiter) -> bool:
         """Take a permit (True), queue ``waiter`` (False), or raise when full."""
