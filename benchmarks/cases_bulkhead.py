@@ -23,6 +23,7 @@ __all__ = ["cases"]
 
 FREE = "bulkhead, free permit"
 FREE_SYNC = "bulkhead, free permit, sync"
+FULL = "bulkhead, full: rejection"
 POOL = "pool bulkhead, round trip through a worker thread"
 
 Target = Callable[[], Any]
@@ -53,6 +54,35 @@ def ours_bulkhead_queued() -> Target:
     from resilience import Bulkhead
 
     return Bulkhead(10, max_waiting=20, max_wait=1.0)(f)
+
+
+class _Suspend:
+    """Suspends a coroutine once, on any backend (the coroutine is driven by hand)."""
+
+    def __await__(self) -> Any:
+        yield
+
+
+async def _hold() -> None:
+    await _Suspend()
+
+
+def ours_bulkhead_full() -> Target:
+    from resilience import Bulkhead, BulkheadFullError
+
+    bulkhead = Bulkhead(1)
+    holder = bulkhead.call(_hold)
+    holder.send(None)  # now suspended inside, holding the only permit
+    wrapped = bulkhead(f)
+
+    async def target() -> None:
+        _ = holder  # keep it alive: closing it would give the permit back
+        try:
+            await wrapped()
+        except BulkheadFullError:
+            pass
+
+    return target
 
 
 def ours_bulkhead_sync() -> Target:
@@ -220,6 +250,14 @@ def cases() -> list[Case]:
             pyresilience_bulkhead,
             backends=ASYNCIO_ONLY,
             key="pyresilience.bulkhead",
+        ),
+        Case(
+            FULL,
+            "resilience @Bulkhead(1), rejected (max_waiting=0)",
+            ours_bulkhead_full,
+            baseline="raise caught",
+            ours=True,
+            key="bulkhead.rejected",
         ),
         Case(
             FREE_SYNC,
