@@ -13,8 +13,10 @@ Example::
 from . import backoff, events, testing
 from ._clock import Clock, SystemClock
 from ._core.budget import RetryBudget
+from ._core.windows import CountWindow, TimeWindow
 from ._deadline import Deadline, current_deadline, deadline
 from ._version import __version__
+from .breaker import CircuitBreaker, CircuitBreakerStatistics
 from .bulkhead import Bulkhead, BulkheadStatistics, PoolBulkhead
 from .errors import BulkheadFullError, CircuitOpenError, ResilienceError, TimeoutError
 from .events import CircuitState
@@ -28,9 +30,12 @@ __all__ = [
     "Bulkhead",
     "BulkheadFullError",
     "BulkheadStatistics",
+    "CircuitBreaker",
+    "CircuitBreakerStatistics",
     "CircuitOpenError",
     "CircuitState",
     "Clock",
+    "CountWindow",
     "Deadline",
     "Fallback",
     "Pipeline",
@@ -41,6 +46,7 @@ __all__ = [
     "RetryBudget",
     "RetryStatistics",
     "SystemClock",
+    "TimeWindow",
     "Timeout",
     "TimeoutError",
     "TimeoutStatistics",

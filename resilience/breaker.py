@@ -1,0 +1,664 @@
+"""CircuitBreaker: stop calling a dependency that keeps failing, and try it again later."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar, overload
+
+from ._clock import Clock
+from ._core.breaker import REJECTED, BreakerMachine
+from ._core.windows import CountWindow, TimeWindow, Window
+from ._matchers import ExceptionFilter, exception_matcher, exception_types, result_predicate
+from .errors import CircuitOpenError
+from .events import CallRejected, CircuitState, StateChanged, global_listeners
+from .policy import Policy
+
+__all__ = ["CircuitBreaker", "CircuitBreakerStatistics"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_CLOSED = CircuitState.CLOSED
+_OPEN = CircuitState.OPEN
+
+# How a call is timed: not at all (CLOSED, count window, no slow-call
+# detection), at its end only (time window), or at both ends (slow calls).
+_UNTIMED = 0
+_END = 1
+_BOTH = 2
+
+# Outcome of a call that raised.
+_SUCCEEDED = 0
+_FAILED = 1
+_IGNORED = 2
+
+_DEFAULT_WINDOW = CountWindow(100)
+
+_new_error = CircuitOpenError.__new__
+
+
+def _positive(param: str, value: object) -> float:
+    """A finite number > 0, else TypeError/ValueError naming ``param``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{param} must be a number, got {value!r}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{param} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _optional_positive(param: str, value: object) -> float | None:
+    if value is None:
+        return None
+    try:
+        return _positive(param, value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{exc} (or None)") from None
+
+
+def _rate(param: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{param} must be a number in (0, 1], got {value!r}")
+    if not 0 < value <= 1:
+        raise ValueError(f"{param} must be in (0, 1], got {value!r}")
+    return float(value)
+
+
+def _count(param: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{param} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{param} must be >= 1, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerStatistics:
+    """A snapshot of a :class:`CircuitBreaker`.
+
+    ``calls``, ``failures``, ``slow_calls``, ``failure_rate`` and
+    ``slow_call_rate`` describe the current window (rates are 0.0 when it is
+    empty). Everything else is a running total since the breaker was
+    created: ``rejected`` and the ``*_total`` counters (what metrics read),
+    and ``transitions``, the number of state changes by ``(from, to)``.
+
+    Example::
+
+        stats = breaker.stats
+        print(f"{stats.state.value}: {stats.failures}/{stats.calls} failed "
+              f"({stats.failure_rate:.0%}), {stats.rejected} rejected so far")
+    """
+
+    state: CircuitState
+    calls: int
+    failures: int
+    slow_calls: int
+    failure_rate: float
+    slow_call_rate: float
+    rejected: int
+    successful_total: int
+    """Calls recorded as successes (including exceptions neither recorded nor ignored)."""
+    failed_total: int
+    """Calls recorded as failures (a recorded exception or a ``failure_result``)."""
+    ignored_total: int
+    """Calls that raised an exception matched by ``ignore``."""
+    slow_total: int
+    """Calls that took at least ``slow_call_duration`` (successful or failed)."""
+    transitions: dict[tuple[CircuitState, CircuitState], int]
+
+
+class CircuitBreaker(Policy):
+    """Stop calling a failing dependency for a while, then try it again carefully.
+
+    CLOSED, it runs every call and records its outcome in a sliding
+    ``window`` (the last N calls, :class:`CountWindow`, or the last N
+    seconds, :class:`TimeWindow`). Once the window holds ``minimum_calls``
+    calls, it trips to OPEN when the share of failures reaches
+    ``failure_rate`` or the share of slow calls (lasting at least
+    ``slow_call_duration``) reaches ``slow_call_rate``; with
+    ``consecutive_failures=N`` it also trips after N failures in a row.
+
+    OPEN, it rejects every call with a fresh :class:`CircuitOpenError`
+    (carrying ``retry_after``) for ``open_duration`` seconds, doubling on
+    each failed trial round up to ``open_duration_max`` when that is set.
+    Then it is HALF_OPEN: exactly ``half_open_calls`` trial calls run, the
+    others are rejected, and when all trials are done the same thresholds
+    decide between CLOSED (with an empty window) and OPEN again. If the
+    trials take longer than ``half_open_max_wait``, it reopens.
+
+    - ``record``: exception types (or a predicate) that count as failures;
+      an exception that matches neither ``record`` nor ``ignore`` counts as
+      a success.
+    - ``ignore``: exceptions that count as nothing at all (a half-open trial
+      that raises one gives its permit back).
+    - ``failure_result``: a predicate on the returned value that makes it a
+      failure (``lambda r: r.status_code >= 500``); the value is still returned.
+    - Cancellation, ``KeyboardInterrupt`` and ``SystemExit`` count as
+      nothing and give a half-open permit back.
+
+    Manual control: :meth:`open`, :meth:`close`, :meth:`force_open`,
+    :meth:`disable`, :meth:`reset`. :attr:`state` and :attr:`stats` are
+    readable at any time. Every state change emits a ``StateChanged``
+    event, every rejection a ``CallRejected``.
+
+    Sync calls (:meth:`call_sync`, decorated plain functions) are safe from
+    many threads. Async calls on an event loop take no lock until the
+    breaker has served a sync call.
+
+    Example::
+
+        breaker = CircuitBreaker("payments", failure_rate=0.5, minimum_calls=20,
+                                 open_duration=10, ignore=(InvalidCard,))
+
+        @breaker
+        async def charge(order: Order) -> Receipt: ...
+
+        try:
+            await charge(order)
+        except CircuitOpenError as exc:
+            raise ServiceUnavailable(retry_after=exc.retry_after) from exc
+    """
+
+    __slots__ = (
+        "_config",
+        "_core",
+        "_failure_result",
+        "_fast",
+        "_is_ignored",
+        "_is_recorded",
+        "_lock",
+        "_now",
+        "_open_message",
+        "_shared",
+        "_slow_after",
+        "_timing",
+    )
+
+    _kind = "circuit_breaker"
+
+    def __init__(
+        self,
+        name: str | None = None,
+        *,
+        failure_rate: float = 0.5,
+        window: Window = _DEFAULT_WINDOW,
+        minimum_calls: int = 10,
+        slow_call_duration: float | None = None,
+        slow_call_rate: float = 1.0,
+        consecutive_failures: int | None = None,
+        open_duration: float = 30.0,
+        open_duration_max: float | None = None,
+        half_open_calls: int = 1,
+        half_open_max_wait: float | None = None,
+        record: ExceptionFilter = (Exception,),
+        ignore: ExceptionFilter = (),
+        failure_result: Callable[[Any], bool] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not isinstance(window, CountWindow | TimeWindow):
+            raise TypeError(f"window must be a CountWindow or a TimeWindow, got {window!r}")
+        failure_rate = _rate("failure_rate", failure_rate)
+        slow_call_rate = _rate("slow_call_rate", slow_call_rate)
+        minimum = _count("minimum_calls", minimum_calls)
+        half_open = _count("half_open_calls", half_open_calls)
+        consecutive = None
+        if consecutive_failures is not None:
+            consecutive = _count("consecutive_failures", consecutive_failures)
+        slow_after = _optional_positive("slow_call_duration", slow_call_duration)
+        duration = _positive("open_duration", open_duration)
+        duration_max = _optional_positive("open_duration_max", open_duration_max)
+        if duration_max is not None and duration_max < duration:
+            raise ValueError(
+                f"open_duration_max must be >= open_duration ({duration!r}), "
+                f"got {open_duration_max!r}"
+            )
+        max_wait = _optional_positive("half_open_max_wait", half_open_max_wait)
+        is_recorded = exception_matcher("record", record)
+        is_ignored = None
+        if ignore != ():
+            is_ignored = exception_matcher("ignore", ignore)
+            if isinstance(record, tuple | type) and isinstance(ignore, tuple | type):
+                both = set(exception_types("record", record)) & set(
+                    exception_types("ignore", ignore)
+                )
+                if both:
+                    names = ", ".join(sorted(t.__name__ for t in both))
+                    raise ValueError(
+                        f"ignore and record must not name the same exception type, "
+                        f"got {names} in both"
+                    )
+        failure_predicate = result_predicate("failure_result", failure_result)
+        super().__init__(name=name, clock=clock)
+        # As given, for derive().
+        self._config: dict[str, Any] = {
+            "failure_rate": failure_rate,
+            "window": window,
+            "minimum_calls": minimum_calls,
+            "slow_call_duration": slow_call_duration,
+            "slow_call_rate": slow_call_rate,
+            "consecutive_failures": consecutive_failures,
+            "open_duration": open_duration,
+            "open_duration_max": open_duration_max,
+            "half_open_calls": half_open_calls,
+            "half_open_max_wait": half_open_max_wait,
+            "record": record,
+            "ignore": ignore,
+            "failure_result": failure_result,
+            "clock": clock,
+        }
+        # The breaker keeps its own empty copy: the window passed in (or the
+        # shared default) is only its shape.
+        self._core = BreakerMachine(
+            window=window._empty_copy(),
+            failure_rate=failure_rate,
+            minimum_calls=minimum,
+            slow_call_rate=slow_call_rate,
+            consecutive_failures=consecutive,
+            open_duration=duration,
+            open_duration_max=duration_max,
+            half_open_calls=half_open,
+            half_open_max_wait=max_wait,
+        )
+        self._now = self._clock.now
+        self._open_message = f"circuit breaker {self._name!r} is open"
+        self._slow_after = slow_after
+        if slow_after is not None:
+            self._timing = _BOTH
+        elif isinstance(window, TimeWindow):
+            self._timing = _END
+        else:
+            self._timing = _UNTIMED
+        self._is_recorded = is_recorded
+        self._is_ignored = is_ignored
+        self._failure_result = failure_predicate
+        self._lock = threading.Lock()
+        # Set by the first sync call: from then on the async path takes the
+        # lock too, since threads may be using the breaker at the same time.
+        self._shared = False
+        # The async fast path: CLOSED, no start time to read, no lock to take.
+        self._fast = self._timing != _BOTH
+
+    def derive(self, *, name: str | None = None) -> CircuitBreaker:
+        """A new breaker with this one's configuration and listeners, in its own
+        state (CLOSED, empty window, zero totals). Per-host breakers are made this way.
+
+        Example::
+
+            template = CircuitBreaker("api", failure_rate=0.3)
+            per_host = {host: template.derive(name=f"api:{host}") for host in hosts}
+        """
+        derived = CircuitBreaker(name, **self._config)
+        derived._listeners = self._listeners
+        return derived
+
+    # Reading ------------------------------------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The state now (time-based transitions are applied on reading)."""
+        core = self._core
+        with self._lock:
+            state = core.poll(self._now())
+            changes = core.take_changes()
+        if changes:
+            self._report(changes)
+        return state
+
+    @property
+    def stats(self) -> CircuitBreakerStatistics:
+        """The current window and the running totals (see :class:`CircuitBreakerStatistics`)."""
+        core = self._core
+        with self._lock:
+            now = self._now()
+            state = core.poll(now)
+            calls, failures, slow = core.window.totals(now)
+            stats = CircuitBreakerStatistics(
+                state=state,
+                calls=calls,
+                failures=failures,
+                slow_calls=slow,
+                failure_rate=failures / calls if calls else 0.0,
+                slow_call_rate=slow / calls if calls else 0.0,
+                rejected=core.rejected_total,
+                successful_total=core.successful_total,
+                failed_total=core.failed_total,
+                ignored_total=core.ignored_total,
+                slow_total=core.slow_total,
+                transitions=dict(core.transitions),
+            )
+            changes = core.take_changes()
+        if changes:
+            self._report(changes)
+        return stats
+
+    # Manual control -----------------------------------------------------------
+
+    def open(self) -> None:
+        """Open now, for the current open duration; then half-open as usual.
+
+        Example::
+
+            breaker.open()   # e.g. the dependency announced maintenance
+        """
+        with self._lock:
+            self._core.open(self._now())
+            changes = self._core.take_changes()
+        self._report(changes)
+
+    def close(self) -> None:
+        """Close with an empty window (nothing happens if already closed).
+
+        Example::
+
+            breaker.close()
+        """
+        with self._lock:
+            self._core.close()
+            changes = self._core.take_changes()
+        self._report(changes)
+
+    def force_open(self) -> None:
+        """Reject every call until :meth:`close`, :meth:`reset` or :meth:`disable`.
+
+        Example::
+
+            breaker.force_open()   # retry_after is None: it will not reopen by itself
+        """
+        with self._lock:
+            self._core.force_open()
+            changes = self._core.take_changes()
+        self._report(changes)
+
+    def disable(self) -> None:
+        """Let every call through and record nothing, until :meth:`close` or :meth:`reset`.
+
+        Example::
+
+            breaker.disable()
+        """
+        with self._lock:
+            self._core.disable()
+            changes = self._core.take_changes()
+        self._report(changes)
+
+    def reset(self) -> None:
+        """Closed with an empty window, whatever the state (running totals are kept).
+
+        Example::
+
+            breaker.reset()
+        """
+        with self._lock:
+            self._core.reset()
+            changes = self._core.take_changes()
+        self._report(changes)
+
+    # Decorator -------------------------------------------------------------------
+
+    @overload
+    def __call__(
+        self, fn: Callable[P, Coroutine[Any, Any, T]], /
+    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
+
+    def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
+        """Decorate ``fn``: every call of it runs under this breaker."""
+        if not inspect.iscoroutinefunction(fn):
+            return super().__call__(fn)
+        breaker = self
+        core = self._core
+        call = self.call
+
+        # call()'s fast path and rejection, inlined so that a decorated call
+        # costs one coroutine frame, not two. Keep the two in step.
+        @functools.wraps(fn)
+        async def breaker_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            if core.state is _CLOSED:
+                if breaker._fast:
+                    permit = core.epoch
+                    try:
+                        result = await fn(*args, **kwargs)
+                    except Exception as exc:
+                        breaker._settle(permit, breaker._classify(exc), 0.0, breaker._timing)
+                        raise
+                    predicate = breaker._failure_result
+                    if predicate is not None and predicate(result):
+                        breaker._settle(permit, _FAILED, 0.0, breaker._timing)
+                    elif core.success(permit, breaker._now() if breaker._timing else None):
+                        breaker._follow_up()
+                    return result
+            elif not breaker._shared:
+                now = breaker._now()
+                permit = core.acquire(now)
+                if permit == REJECTED:
+                    raise breaker._rejection(now)
+                return await breaker._call_permitted(permit, now, fn, args, kwargs)
+            return await call(fn, *args, **kwargs)
+
+        return breaker_wrapper
+
+    # Async shell ----------------------------------------------------------------
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        core = self._core
+        if core.state is _CLOSED and not self._shared:
+            # The hot path: no permit to take, no object built, and no clock
+            # read unless a time window or slow-call detection needs one.
+            permit = core.epoch
+            timing = self._timing
+            start = self._now() if timing == _BOTH else 0.0
+            try:
+                result = await fn(*args, **kwargs)
+            except Exception as exc:
+                self._settle(permit, self._classify(exc), start, timing)
+                raise
+            predicate = self._failure_result
+            if predicate is not None and predicate(result):
+                self._settle(permit, _FAILED, start, timing)
+            elif timing == _BOTH:
+                self._settle(permit, _SUCCEEDED, start, timing)
+            elif core.success(permit, self._now() if timing else None):
+                self._follow_up()
+            return result
+        if self._shared:
+            return await self._call_locked(fn, *args, **kwargs)
+        now = self._now()
+        permit = core.acquire(now)
+        if permit == REJECTED:
+            raise self._rejection(now)
+        return await self._call_permitted(permit, now, fn, args, kwargs)
+
+    async def _call_permitted(
+        self,
+        permit: int,
+        start: float,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> T:
+        """Unlocked: a call admitted outside CLOSED (a trial, or disabled)."""
+        core = self._core
+        if core.changes:
+            self._report(core.take_changes())
+        if permit < 0:
+            return await fn(*args, **kwargs)  # disabled
+        timing = _BOTH if self._slow_after is not None else _END
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            self._settle(permit, self._classify(exc), start, timing)
+            raise
+        except BaseException:
+            # Cancellation (or KeyboardInterrupt...): no outcome, but a
+            # half-open trial must give its permit back.
+            core.release(permit, False)
+            raise
+        predicate = self._failure_result
+        failed = predicate is not None and bool(predicate(result))
+        self._settle(permit, _FAILED if failed else _SUCCEEDED, start, timing)
+        return result
+
+    async def _call_locked(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        permit, start, timing = self._admit()
+        if permit < 0:
+            return await fn(*args, **kwargs)  # disabled
+        try:
+            result = await fn(*args, **kwargs)
+        except Exception as exc:
+            self._settle_locked(permit, self._classify(exc), start, timing, None)
+            raise
+        except BaseException:
+            self._release_locked(permit)
+            raise
+        self._settle_locked(permit, _SUCCEEDED, start, timing, result)
+        return result
+
+    # Sync shell -----------------------------------------------------------------
+
+    def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if not self._shared:
+            self._shared = True
+            self._fast = False
+        permit, start, timing = self._admit()
+        if permit < 0:
+            return fn(*args, **kwargs)  # disabled
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            self._settle_locked(permit, self._classify(exc), start, timing, None)
+            raise
+        except BaseException:
+            self._release_locked(permit)
+            raise
+        self._settle_locked(permit, _SUCCEEDED, start, timing, result)
+        return result
+
+    # Shared steps ----------------------------------------------------------------
+
+    def _admit(self) -> tuple[int, float, int]:
+        """Under the lock: ``(permit, start, timing)``; raises when rejected."""
+        core = self._core
+        with self._lock:
+            if core.state is _CLOSED:
+                timing = self._timing
+                return core.epoch, self._now() if timing == _BOTH else 0.0, timing
+            now = self._now()
+            permit = core.acquire(now)
+            changes = core.take_changes()
+            state = core.state
+            retry_after = core.retry_after(now)
+        if changes:
+            self._report(changes)
+        if permit == REJECTED:
+            if self._observed():
+                self._emit(CallRejected(self._name, state, retry_after))
+            raise self._open_error(retry_after)
+        return permit, now, _BOTH if self._slow_after is not None else _END
+
+    def _classify(self, exc: Exception) -> int:
+        if self._is_ignored is not None and self._is_ignored(exc):
+            return _IGNORED
+        return _FAILED if self._is_recorded(exc) else _SUCCEEDED
+
+    def _settle(self, permit: int, outcome: int, start: float, timing: int) -> None:
+        """Unlocked (async, single loop): record a raised call's outcome."""
+        core = self._core
+        if outcome == _IGNORED:
+            core.release(permit, True)
+            return
+        end = self._now() if timing else None
+        slow = timing == _BOTH and end - start >= self._slow_after  # type: ignore[operator]
+        if core.record(permit, outcome == _FAILED, slow, end):
+            self._follow_up()
+
+    def _settle_locked(
+        self, permit: int, outcome: int, start: float, timing: int, result: object
+    ) -> None:
+        # The predicate is user code: run it outside the lock.
+        predicate = self._failure_result
+        if outcome == _SUCCEEDED and predicate is not None and predicate(result):
+            outcome = _FAILED
+        core = self._core
+        with self._lock:
+            if outcome == _IGNORED:
+                core.release(permit, True)
+                return
+            end = self._now() if timing else None
+            slow = timing == _BOTH and end - start >= self._slow_after  # type: ignore[operator]
+            if not core.record(permit, outcome == _FAILED, slow, end):
+                return
+            if core.trip_due:
+                core.trip(self._now())
+            changes = core.take_changes()
+        self._report(changes)
+
+    def _release_locked(self, permit: int) -> None:
+        with self._lock:
+            self._core.release(permit, False)
+
+    def _follow_up(self) -> None:
+        core = self._core
+        if core.trip_due:
+            core.trip(self._now())
+        self._report(core.take_changes())
+
+    def _rejection(self, now: float) -> CircuitOpenError:
+        """Unlocked: the error for a call just refused by ``acquire(now)``.
+
+        A fresh CircuitOpenError each time (a shared one would grow its
+        traceback on every raise), equal to ``CircuitOpenError(name=,
+        retry_after=)`` but built without that constructor's three-level
+        ``__init__`` chain, which alone costs more than the rest of a
+        rejection (the tests check that both agree). Inlined for the same
+        reason: this is the path an open breaker serves at full load.
+        """
+        core = self._core
+        state = core.state
+        if state is _OPEN:
+            retry_after: float | None = core.opened_at + core.open_for - now
+            if retry_after < 0.0:  # type: ignore[operator]
+                retry_after = 0.0
+            error = _new_error(
+                CircuitOpenError, f"{self._open_message}; next trial in {retry_after:.3f}s"
+            )
+        else:
+            retry_after = None
+            error = _new_error(CircuitOpenError, self._open_message)
+        error.name = self._name
+        error.retry_after = retry_after
+        if self._listeners or global_listeners:
+            self._report(core.take_changes())
+            self._emit(CallRejected(self._name, state, retry_after))
+        elif core.changes:
+            core.changes.clear()
+        return error
+
+    def _open_error(self, retry_after: float | None) -> CircuitOpenError:
+        """What ``CircuitOpenError(name=self.name, retry_after=retry_after)`` builds."""
+        if retry_after is None:
+            error = _new_error(CircuitOpenError, self._open_message)
+        else:
+            error = _new_error(
+                CircuitOpenError, f"{self._open_message}; next trial in {retry_after:.3f}s"
+            )
+        error.name = self._name
+        error.retry_after = retry_after
+        return error
+
+    def _report(self, changes: list[tuple[CircuitState, CircuitState]]) -> None:
+        if changes and self._observed():
+            name = self._name
+            for old, new in changes:
+                self._emit(StateChanged(name, old, new))
+
+    def __repr__(self) -> str:
+        core = self._core
+        return f"<CircuitBreaker {self._name!r} {core.state.value} window={core.window!r}>"
