@@ -109,9 +109,7 @@ class Model:
         return self.cfg.minimum_calls
 
     def too_bad(self, calls: int, failures: int, slow: int) -> bool:
-        return (
-            failures / calls >= self.cfg.failure_rate or slow / calls >= self.cfg.slow_call_rate
-        )
+        return failures / calls >= self.cfg.failure_rate or slow / calls >= self.cfg.slow_call_rate
 
     def retry_after(self, now: float) -> float | None:
         if self.state is S.OPEN:
