@@ -171,6 +171,7 @@ class CircuitBreaker(Policy):
         "_is_ignored",
         "_is_recorded",
         "_lock",
+        "_message_cache",
         "_now",
         "_open_message",
         "_shared",
@@ -265,6 +266,7 @@ class CircuitBreaker(Policy):
         )
         self._now = self._clock.now
         self._open_message = f"circuit breaker {self._name!r} is open"
+        self._message_cache: tuple[int, str] = (-1, "")
         self._slow_after = slow_after
         if slow_after is not None:
             self._timing = _BOTH
@@ -626,9 +628,20 @@ class CircuitBreaker(Policy):
             retry_after: float | None = core.opened_at + core.open_for - now
             if retry_after < 0.0:  # type: ignore[operator]
                 retry_after = 0.0
-            error = _new_error(
-                CircuitOpenError, f"{self._open_message}; next trial in {retry_after:.3f}s"
-            )
+            # Formatting a float costs as much as the rest of the rejection,
+            # and at full load thousands of rejections share a millisecond:
+            # reuse the last message while retry_after stays in the same
+            # half-millisecond (the ".3f" rounding boundaries fall on those
+            # edges, so the text is the one .3f gives, up to one unit in the
+            # last digit for a value within a float rounding error of an edge).
+            key = int(retry_after * 2000.0)  # type: ignore[operator]
+            cached = self._message_cache
+            if cached[0] == key:
+                message = cached[1]
+            else:
+                message = f"{self._open_message}; next trial in {retry_after:.3f}s"
+                self._message_cache = (key, message)
+            error = _new_error(CircuitOpenError, message)
         else:
             retry_after = None
             error = _new_error(CircuitOpenError, self._open_message)
@@ -642,13 +655,19 @@ class CircuitBreaker(Policy):
         return error
 
     def _open_error(self, retry_after: float | None) -> CircuitOpenError:
-        """What ``CircuitOpenError(name=self.name, retry_after=retry_after)`` builds."""
+        """What ``CircuitOpenError(name=self.name, retry_after=retry_after)``
+        builds (the sync shell's rejection; see :meth:`_rejection`)."""
         if retry_after is None:
             error = _new_error(CircuitOpenError, self._open_message)
         else:
-            error = _new_error(
-                CircuitOpenError, f"{self._open_message}; next trial in {retry_after:.3f}s"
-            )
+            key = int(retry_after * 2000.0)
+            cached = self._message_cache
+            if cached[0] == key:
+                message = cached[1]
+            else:
+                message = f"{self._open_message}; next trial in {retry_after:.3f}s"
+                self._message_cache = (key, message)
+            error = _new_error(CircuitOpenError, message)
         error.name = self._name
         error.retry_after = retry_after
         return error

@@ -616,7 +616,8 @@ async def test_in_a_pipeline_retry_stops_at_an_open_breaker() -> None:
 
 def test_rejection_error_matches_the_public_constructor() -> None:
     breaker = CircuitBreaker("payments")
-    for retry_after in (None, 0.0, 1.23456, 29.9995, 1e6):
+    sweep = [i / 7919 for i in range(0, 40_000, 13)]  # many values per millisecond
+    for retry_after in [None, 0.0, 1.23456, 29.9995, 29.9994, 1e6, *sweep, *reversed(sweep)]:
         fast = breaker._open_error(retry_after)
         slow = CircuitOpenError(name="payments", retry_after=retry_after)
         assert type(fast) is CircuitOpenError
