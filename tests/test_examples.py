@@ -15,6 +15,7 @@ EXPECTED = {
     "quickstart.py": "stats: RetryStatistics(",
     "sync_client.py": "config: {'region': 'eu-west'} after 3 attempts",
     "demo.py": "summary:",
+    "starlette_app.py": "self-test passed",
 }
 ARGS = {"demo.py": ["--duration", "2", "--clients", "5"]}
 
