@@ -437,6 +437,9 @@ class CircuitBreaker(Policy):
                     return result
             elif not breaker._shared:
                 now = breaker._now()
+                if core.state is _OPEN and now < core.trial_at:
+                    core.rejected_total += 1  # acquire() would say REJECTED
+                    raise breaker._rejection(now)
                 permit = core.acquire(now)
                 if permit == REJECTED:
                     raise breaker._rejection(now)
@@ -471,6 +474,9 @@ class CircuitBreaker(Policy):
         if self._shared:
             return await self._call_locked(fn, *args, **kwargs)
         now = self._now()
+        if core.state is _OPEN and now < core.trial_at:
+            core.rejected_total += 1  # acquire() would say REJECTED
+            raise self._rejection(now)
         permit = core.acquire(now)
         if permit == REJECTED:
             raise self._rejection(now)
@@ -625,7 +631,7 @@ class CircuitBreaker(Policy):
         core = self._core
         state = core.state
         if state is _OPEN:
-            retry_after: float | None = core.opened_at + core.open_for - now
+            retry_after: float | None = core.trial_at - now
             if retry_after < 0.0:  # type: ignore[operator]
                 retry_after = 0.0
             # Formatting a float costs as much as the rest of the rejection,

@@ -74,6 +74,7 @@ class BreakerMachine:
         "streak",
         "successful_total",
         "transitions",
+        "trial_at",
         "trial_failures",
         "trial_slow",
         "trials_done",
@@ -118,6 +119,10 @@ class BreakerMachine:
         trip: the shell must then call :meth:`trip` with the time."""
         self.open_for = open_duration
         self.opened_at = 0.0
+        self.trial_at = 0.0
+        """In OPEN, ``opened_at + open_for``: the first time a call may be a trial.
+        Before it, a shell may refuse a call itself (counting it in
+        :attr:`rejected_total`) without calling :meth:`acquire`."""
         self.half_open_at = 0.0
         self.streak = 0
         self.trials_issued = 0
@@ -149,6 +154,7 @@ class BreakerMachine:
         if grow and self._open_duration_max is not None:
             self.open_for = min(self.open_for * 2, self._open_duration_max)
         self.opened_at = at
+        self.trial_at = at + self.open_for
         self._move(_OPEN)
 
     def _half_open_at(self, now: float) -> None:
@@ -168,7 +174,7 @@ class BreakerMachine:
         while True:
             state = self.state
             if state is _OPEN:
-                if now < self.opened_at + self.open_for:
+                if now < self.trial_at:
                     return state
                 self._half_open_at(now)
             elif state is _HALF_OPEN and self._half_open_max_wait is not None:
@@ -195,7 +201,7 @@ class BreakerMachine:
         state = self.state
         if state is _CLOSED:
             return self.epoch
-        if state is _OPEN and now < self.opened_at + self.open_for:
+        if state is _OPEN and now < self.trial_at:
             # The commonest answer outside CLOSED, without the poll() call.
             self.rejected_total += 1
             return REJECTED
@@ -219,7 +225,7 @@ class BreakerMachine:
         and FORCED_OPEN does not end by itself: ``None``.
         """
         if self.state is _OPEN:
-            left = self.opened_at + self.open_for - now
+            left = self.trial_at - now
             return left if left > 0.0 else 0.0
         return None
 
