@@ -284,16 +284,18 @@ class CircuitBreaker(Policy):
         # The async fast path: CLOSED, no start time to read, no lock to take.
         self._fast = self._timing != _BOTH
 
-    def derive(self, *, name: str | None = None) -> CircuitBreaker:
+    def derive(self, *, name: str | None = None, **overrides: Any) -> CircuitBreaker:
         """A new breaker with this one's configuration and listeners, in its own
-        state (CLOSED, empty window, zero totals). Per-host breakers are made this way.
+        state (CLOSED, empty window, zero totals); ``overrides`` replace
+        constructor arguments. Per-host breakers are made this way.
 
         Example::
 
             template = CircuitBreaker("api", failure_rate=0.3)
             per_host = {host: template.derive(name=f"api:{host}") for host in hosts}
+            strict = template.derive(name="api-strict", failure_rate=0.1)
         """
-        derived = CircuitBreaker(name, **self._config)
+        derived = CircuitBreaker(name, **{**self._config, **overrides})
         derived._listeners = self._listeners
         return derived
 

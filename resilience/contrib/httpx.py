@@ -34,6 +34,7 @@ import httpx
 
 from resilience import errors
 from resilience._deadline import current_deadline
+from resilience._matchers import ExceptionFilter, exception_types
 from resilience.breaker import CircuitBreaker
 from resilience.bulkhead import Bulkhead
 from resilience.retry import Retry
@@ -222,7 +223,9 @@ class _Settings:
         if breaker is None:
             # Bounded: the least recently used host's breaker (and its metric
             # series) goes when a new host comes past the limit.
-            breaker = breakers[key] = template.derive(name=f"{template.name}:{key}")
+            breaker = breakers[key] = template.derive(
+                name=f"{template.name}:{key}", ignore=_with_local_rejections(template)
+            )
             if len(breakers) > self.max_hosts:
                 breakers.popitem(last=False)
         else:
@@ -263,6 +266,17 @@ class _Settings:
         if isinstance(exc, errors.TimeoutError) and not isinstance(exc, httpx.HTTPError):
             return HTTPTimeoutError(exc, request)
         return None
+
+
+def _with_local_rejections(template: CircuitBreaker) -> ExceptionFilter:
+    """The template's ``ignore`` plus our bulkhead's rejections: a full local
+    bulkhead says nothing about the host's health, so it must not open the
+    host's breaker (the bulkhead sits inside the breaker in this order)."""
+    ignore = template._config["ignore"]
+    if isinstance(ignore, tuple | type):
+        return (*exception_types("ignore", ignore), errors.BulkheadFullError)
+    predicate = ignore
+    return lambda exc: isinstance(exc, errors.BulkheadFullError) or bool(predicate(exc))
 
 
 def _idempotent(request: httpx.Request) -> bool:

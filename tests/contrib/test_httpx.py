@@ -256,6 +256,33 @@ async def test_the_host_lru_is_bounded() -> None:
     assert len(transport.breakers) == 3
 
 
+async def test_a_full_local_bulkhead_does_not_open_the_hosts_breaker() -> None:
+    clock = FakeClock()
+    started = anyio.Event()
+    release = anyio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await release.wait()
+        return httpx.Response(200)
+
+    transport = AsyncResilientTransport(
+        httpx.MockTransport(slow),
+        breaker=CircuitBreaker("api", minimum_calls=2, clock=clock),
+        bulkhead=Bulkhead(1),
+    )
+    async with httpx.AsyncClient(transport=transport) as client, anyio.create_task_group() as tg:
+        tg.start_soon(client.get, URL)
+        await started.wait()
+        for _ in range(5):
+            with pytest.raises(HTTPBulkheadFullError):
+                await client.get(URL)
+        release.set()
+    (breaker,) = transport.breakers.values()
+    assert breaker.state is CircuitState.CLOSED
+    assert (breaker.stats.failed_total, breaker.stats.ignored_total) == (0, 5)
+
+
 async def test_breaker_counts_5xx_and_transport_errors_as_failures_4xx_as_success() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker("shared", minimum_calls=4, failure_rate=0.5, clock=clock)
