@@ -872,15 +872,11 @@ class PoolBulkhead(Policy):
 
     def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
         """Decorate a plain function; an ``async def`` raises ``TypeError``."""
-        self._check_blocking(fn)
         return super().__call__(fn)
 
     def _check_blocking(self, fn: object) -> None:
         if inspect.iscoroutinefunction(fn):
-            raise TypeError(
-                f"PoolBulkhead {self._name!r} cannot run the async function "
-                f"{getattr(fn, '__qualname__', fn)!r}: {self._async_unsupported}"
-            )
+            self._check_async(fn)
 
     def _submit(
         self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], waiter: _Waiter

@@ -78,6 +78,10 @@ class Pipeline(Policy):
         for policy in self._policies:
             policy._check_sync(fn)
 
+    def _check_async(self, fn: object) -> None:
+        for policy in self._policies:
+            policy._check_async(fn)
+
     def __repr__(self) -> str:
         inner = " | ".join(repr(p) for p in self._policies)
         return f"<Pipeline {self._name!r}: {inner}>"

@@ -34,8 +34,9 @@ class Policy:
     """Base class of every policy.
 
     Subclasses implement :meth:`call` and :meth:`call_sync`. A subclass that
-    cannot run synchronously sets ``_sync_unsupported`` to the reason, and
-    decorating a plain function with it then fails at once.
+    cannot run synchronously sets ``_sync_unsupported`` to the reason (one
+    that cannot wrap ``async def``, ``_async_unsupported``), and decorating
+    such a function with it, or with a pipeline holding it, fails at once.
 
     Example::
 
@@ -51,6 +52,7 @@ class Policy:
 
     _kind: ClassVar[str] = "policy"
     _sync_unsupported: ClassVar[str | None] = None
+    _async_unsupported: ClassVar[str | None] = None
 
     def __init__(self, *, name: str | None = None, clock: Clock | None = None) -> None:
         if name is not None and (not isinstance(name, str) or not name):
@@ -93,6 +95,7 @@ class Policy:
         if not callable(fn):
             raise TypeError(f"{type(self).__name__} decorates a callable, got {fn!r}")
         if inspect.iscoroutinefunction(fn):
+            self._check_async(fn)
             call = self.call
 
             @functools.wraps(fn)
@@ -116,6 +119,14 @@ class Policy:
             raise TypeError(
                 f"{type(self).__name__} {self._name!r} cannot wrap the plain function "
                 f"{getattr(fn, '__qualname__', fn)!r}: {self._sync_unsupported}"
+            )
+
+    def _check_async(self, fn: object) -> None:
+        """Raise at decoration time if this policy cannot wrap ``async def``."""
+        if self._async_unsupported is not None:
+            raise TypeError(
+                f"{type(self).__name__} {self._name!r} cannot wrap the async function "
+                f"{getattr(fn, '__qualname__', fn)!r}: {self._async_unsupported}"
             )
 
     def __or__(self, other: Policy) -> Pipeline:

@@ -5,7 +5,7 @@ from typing import ParamSpec, TypeVar
 
 import pytest
 
-from resilience import Fallback, Pipeline, Policy, Retry, Timeout, backoff
+from resilience import Fallback, Pipeline, Policy, PoolBulkhead, Retry, Timeout, backoff
 from resilience.testing import FakeClock
 
 P = ParamSpec("P")
@@ -113,3 +113,20 @@ def test_decorated_methods_bind_self() -> None:
             return self.n
 
     assert Service().bump() == 2
+
+
+def test_an_async_decoration_is_refused_if_any_member_cannot_run_async() -> None:
+    pool = PoolBulkhead(1, name="blocking")
+    try:
+        with pytest.raises(TypeError, match="PoolBulkhead 'blocking' cannot wrap the async"):
+
+            @Retry(2) | pool
+            async def fetch() -> None: ...
+
+        @Retry(2) | pool
+        def blocking() -> int:
+            return 1
+
+        assert blocking() == 1
+    finally:
+        pool.close()

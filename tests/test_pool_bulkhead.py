@@ -229,7 +229,7 @@ async def test_async_functions_are_refused(pool_factory: Callable[..., PoolBulkh
     async def fetch() -> int:
         return 1
 
-    with pytest.raises(TypeError, match=r"cannot run the async function .*fetch.*use Bulkhead"):
+    with pytest.raises(TypeError, match=r"cannot wrap the async function .*fetch.*use Bulkhead"):
         pool(fetch)
     with pytest.raises(TypeError, match="use Bulkhead"):
         await pool.call(fetch)  # type: ignore[unused-coroutine]
