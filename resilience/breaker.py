@@ -348,10 +348,7 @@ class CircuitBreaker(Policy):
 
             breaker.open()   # e.g. the dependency announced maintenance
         """
-        with self._lock:
-            self._core.open(self._now())
-            changes = self._core.take_changes()
-        self._report(changes)
+        self._control(self._core.open, self._now())
 
     def close(self) -> None:
         """Close with an empty window (nothing happens if already closed).
@@ -360,10 +357,7 @@ class CircuitBreaker(Policy):
 
             breaker.close()
         """
-        with self._lock:
-            self._core.close()
-            changes = self._core.take_changes()
-        self._report(changes)
+        self._control(self._core.close)
 
     def force_open(self) -> None:
         """Reject every call until :meth:`close`, :meth:`reset` or :meth:`disable`.
@@ -372,10 +366,7 @@ class CircuitBreaker(Policy):
 
             breaker.force_open()   # retry_after is None: it will not reopen by itself
         """
-        with self._lock:
-            self._core.force_open()
-            changes = self._core.take_changes()
-        self._report(changes)
+        self._control(self._core.force_open)
 
     def disable(self) -> None:
         """Let every call through and record nothing, until :meth:`close` or :meth:`reset`.
@@ -384,10 +375,7 @@ class CircuitBreaker(Policy):
 
             breaker.disable()
         """
-        with self._lock:
-            self._core.disable()
-            changes = self._core.take_changes()
-        self._report(changes)
+        self._control(self._core.disable)
 
     def reset(self) -> None:
         """Closed with an empty window, whatever the state (running totals are kept).
@@ -396,8 +384,12 @@ class CircuitBreaker(Policy):
 
             breaker.reset()
         """
+        self._control(self._core.reset)
+
+    def _control(self, operation: Callable[..., None], *args: float) -> None:
+        """A manual state change: apply it under the lock, then report it."""
         with self._lock:
-            self._core.reset()
+            operation(*args)
             changes = self._core.take_changes()
         self._report(changes)
 
