@@ -149,7 +149,7 @@ async def caller(client: httpx.AsyncClient, url: str, tally: Tally, stop: float)
             tally.outcomes["timed out"] += 1
         except httpx.TransportError:
             tally.outcomes["transport error"] += 1
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)  # think time between calls
 
 
 # Outcome (as counted by the callers) -> short column header.
@@ -249,7 +249,7 @@ async def run(duration: float, clients: int, seed: int) -> Tally:
         half_open_calls=3,
     )
     breaker.add_listener(tally.on_event)  # derived per-host breakers inherit listeners
-    bulkhead = Bulkhead(24, max_waiting=8, max_wait=0.05, name="upstream")
+    bulkhead = Bulkhead(32, max_waiting=8, max_wait=0.1, name="upstream")
     transport = AsyncResilientTransport(
         retry=retry, breaker=breaker, timeout=Timeout(0.25, name="upstream"), bulkhead=bulkhead
     )
