@@ -24,6 +24,7 @@ __all__ = ["cases"]
 CLOSED = "circuit breaker, closed, success"
 REJECTED = "circuit breaker, open, rejected call"
 WINDOWS = "circuit breaker, window size (closed, success)"
+MANY = "circuit breaker, breakers in use round-robin (closed, success)"
 SYNC = "circuit breaker, sync (closed, success)"
 SYNC_REJECTED = "circuit breaker, sync, open, rejected call"
 
@@ -372,6 +373,21 @@ def cases() -> list[Case]:
             ours=True,
             key="breaker.window.time3600",
         ),
+        # Breakers in use: one call per breaker in turn.
+        Case(
+            MANY,
+            "resilience 1 @CircuitBreaker(), called through the round-robin",
+            ours_many_1,
+            ours=True,
+            key="breaker.many.1",
+        ),
+        Case(
+            MANY,
+            "resilience 10,000 @CircuitBreaker()s, round-robin",
+            ours_many_10000,
+            ours=True,
+            key="breaker.many.10000",
+        ),
         # Sync.
         Case(
             SYNC,
@@ -432,3 +448,31 @@ ours_window_count_100 = _window_setup("count", 100)
 ours_window_count_10000 = _window_setup("count", 10_000)
 ours_window_time_1 = _window_setup("time", 1)
 ours_window_time_3600 = _window_setup("time", 3600)
+
+
+_MANY: dict[int, list[Target]] = {}
+
+
+def _many_setup(count: int) -> Callable[[], Target]:
+    def setup() -> Target:
+        import itertools
+
+        from resilience import CircuitBreaker
+
+        # Built once and reused by every batch: 10,000 breakers are the
+        # point, not their construction. Breakers are not bound to a loop.
+        wrapped = _MANY.get(count)
+        if wrapped is None:
+            wrapped = _MANY[count] = [CircuitBreaker()(f) for _ in range(count)]
+        following = itertools.cycle(wrapped).__next__
+
+        async def target() -> Any:
+            return await following()()
+
+        return target
+
+    return setup
+
+
+ours_many_1 = _many_setup(1)
+ours_many_10000 = _many_setup(10_000)

@@ -105,3 +105,15 @@ def test_runner_writes_results(tmp_path: Path) -> None:
     text = (tmp_path / "RESULTS.md").read_text()
     assert "## Targets" in text
     assert "| baselines | await f() |" in text
+
+
+def test_memory_module_runs_and_renders() -> None:
+    from benchmarks.memory import render_markdown, run
+
+    memory = run(calls=2_000)
+    assert memory["bytes_per_policy"]["CircuitBreaker()"] > 0
+    assert [point["calls"] for point in memory["soak"]] == [0, 500, 1_000, 2_000]
+    assert memory["soak"][-1]["injected_failures"] > 0
+    text = render_markdown(memory)
+    assert "## Memory" in text
+    assert "| 2,000 |" in text
