@@ -142,7 +142,7 @@ class Retry(Policy):
         )
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        start = self._start()
+        start = self._start() if self._needs_start else 0.0
         attempt = 1
         delay = 0.0
         while True:

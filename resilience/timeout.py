@@ -6,6 +6,7 @@ import asyncio
 import math
 import sys
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -28,6 +29,7 @@ T = TypeVar("T")
 _get_running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
 _get_ident = threading.get_ident
+_monotonic = time.monotonic  # SYSTEM_CLOCK.now
 
 
 def _trio() -> Any:
@@ -115,6 +117,20 @@ class Timeout(Policy):
             queue: DeadlineQueue = cached[2]
         else:
             running = _get_running_loop()
+            if running is None and self._call_at is None:
+                # trio (no asyncio loop runs in this thread): trio's own
+                # cancel scope, inline, for the one frame and the Deadline
+                # arithmetic _call_scoped would add.
+                trio = _trio()
+                limit = Deadline(_monotonic() + seconds, SYSTEM_CLOCK)
+                token = _current_deadline.set(limit)
+                try:
+                    with trio.CancelScope(deadline=trio.current_time() + seconds):
+                        return await fn(*args, **kwargs)
+                finally:
+                    _current_deadline.reset(token)
+                # Only reached when the scope swallowed its own cancellation.
+                raise self._timed_out(seconds)
             if running is None or self._call_at is not None:
                 return await self._call_scoped(None, fn, *args, **kwargs)
             task = _current_task(running)

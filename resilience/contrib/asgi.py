@@ -63,7 +63,7 @@ from resilience._clock import SYSTEM_CLOCK, Clock
 from resilience._deadline import Deadline
 from resilience._deadline import _current as _current_deadline
 from resilience.breaker import CircuitBreaker
-from resilience.bulkhead import Bulkhead
+from resilience.bulkhead import _BULKHEAD_CALL, _BULKHEAD_DECORATOR, Bulkhead
 from resilience.errors import BulkheadFullError, CircuitOpenError
 from resilience.errors import TimeoutError as ResilienceTimeoutError
 from resilience.timeout import Timeout
@@ -370,7 +370,9 @@ class ResilienceMiddleware:
         "_cache",
         "_clock",
         "_exclude",
+        "_fast_bulkhead",
         "_header",
+        "_inner",
         "_open_response",
         "_retry_after",
         "_run",
@@ -455,9 +457,20 @@ class ResilienceMiddleware:
         run: Callable[[_Request, Scope, Receive], Awaitable[None]] = self._guarded
         if breaker is not None:
             run = breaker(run)
+        self._inner = run
         if self._bulkhead is not None:
             run = self._bulkhead(run)
         self._run = run
+        # The timed asyncio path takes a free permit inline (the bulkhead
+        # decorator's fast path, one coroutine frame fewer), unless the
+        # bulkhead's shells are wrapped (Prometheus durations).
+        self._fast_bulkhead = (
+            self._bulkhead
+            if self._bulkhead is not None
+            and Bulkhead.call is _BULKHEAD_CALL
+            and Bulkhead.__call__ is _BULKHEAD_DECORATOR
+            else None
+        )
         self._seconds: float | None = None if timeout is None else float(timeout)
         self._exclude = exclude
         self._header = header
@@ -527,7 +540,17 @@ class ResilienceMiddleware:
             timers.arm(at)
         token = _current_deadline.set(request)
         try:
-            await self._run(request, scope, receive)
+            bulkhead = self._fast_bulkhead
+            if bulkhead is not None and bulkhead._in_flight < bulkhead._capacity:
+                bulkhead._in_flight += 1
+                try:
+                    await self._inner(request, scope, receive)
+                finally:
+                    bulkhead._in_flight -= 1
+                    if bulkhead._waiters:
+                        bulkhead._dispatch()
+            else:
+                await self._run(request, scope, receive)
             outcome = 0
         except BaseException as exc:
             if request.state == _QUEUED and request.expired():
