@@ -295,8 +295,8 @@ async def run(duration: float, clients: int, seed: int) -> Tally:
             metrics_server.server_close()
             metrics_thread.join(5)
             instrumentation.close()
-
-    print_summary(tally, retry, transport)
+            # Also on Ctrl-C: the run was cut short, not lost.
+            print_summary(tally, retry, transport)
     return tally
 
 
