@@ -10,6 +10,7 @@ totals, so every operation is O(1) whatever the window.
 from __future__ import annotations
 
 import math
+import threading
 
 __all__ = ["RetryBudget"]
 
@@ -34,6 +35,7 @@ class RetryBudget:
         "_buckets",
         "_calls",
         "_head",
+        "_lock",
         "_min_per_second",
         "_ratio",
         "_retries",
@@ -62,6 +64,9 @@ class RetryBudget:
         self._calls = 0
         self._retries = 0
         self._head: int | None = None
+        # Shared by policies in many threads: a check-then-withdraw must not
+        # let two threads spend the last token twice.
+        self._lock = threading.Lock()
 
     @property
     def ratio(self) -> float:
@@ -86,24 +91,27 @@ class RetryBudget:
 
     def record_call(self, now: float) -> None:
         """A call was made (its first attempt): deposit ``ratio`` of a token."""
-        self._roll(now)[0] += 1
-        self._calls += 1
+        with self._lock:
+            self._roll(now)[0] += 1
+            self._calls += 1
 
     def try_retry(self, now: float) -> bool:
         """Withdraw one retry if the budget allows it; False if it does not."""
-        bucket = self._roll(now)
-        allowed = self._min_per_second * self._window + self._ratio * self._calls
-        if self._retries + 1 > allowed:
-            return False
-        bucket[1] += 1
-        self._retries += 1
-        return True
+        with self._lock:
+            bucket = self._roll(now)
+            allowed = self._min_per_second * self._window + self._ratio * self._calls
+            if self._retries + 1 > allowed:
+                return False
+            bucket[1] += 1
+            self._retries += 1
+            return True
 
     def available(self, now: float) -> float:
         """Retries the budget would allow right now."""
-        self._roll(now)
-        allowed = self._min_per_second * self._window + self._ratio * self._calls
-        return max(0.0, allowed - self._retries)
+        with self._lock:
+            self._roll(now)
+            allowed = self._min_per_second * self._window + self._ratio * self._calls
+            return max(0.0, allowed - self._retries)
 
     def __repr__(self) -> str:
         return (
