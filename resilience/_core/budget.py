@@ -64,8 +64,9 @@ class RetryBudget:
         self._calls = 0
         self._retries = 0
         self._head: int | None = None
-        # Shared by policies in many threads: a check-then-withdraw must not
-        # let two threads spend the last token twice.
+        # Shared by policies in many threads: two threads rolling the window
+        # at once would expire the same buckets twice, and a check-then-
+        # withdraw must not spend the last token twice.
         self._lock = threading.Lock()
 
     @property
