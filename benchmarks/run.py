@@ -709,7 +709,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--budget",
         type=float,
         default=None,
-        help="seconds for the timed rounds (default 420, quick 40)",
+        help="seconds for the timed rounds (default 300, quick 40)",
     )
     parser.add_argument(
         "--out", default=str(HERE), help="directory for RESULTS.md and results.json"
@@ -729,7 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     repeats = args.repeats or (3 if args.quick else 7)
     batch = args.batch or (0.02 if args.quick else 0.2)
-    budget = args.budget or (40.0 if args.quick else 420.0)
+    budget = args.budget or (40.0 if args.quick else 300.0)
     floor = 0.005 if args.quick else 0.05
 
     errors: list[str] = []
