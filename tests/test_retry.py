@@ -368,4 +368,3 @@ def test_unnamed_policies_get_distinct_generated_names() -> None:
     assert a.name.startswith("retry-")
     assert a.name != b.name
     assert Retry(name="payments").name == "payments"
-
