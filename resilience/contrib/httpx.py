@@ -33,7 +33,7 @@ from typing import Any
 import httpx
 
 from resilience import errors
-from resilience._deadline import current_deadline
+from resilience._deadline import _current as _current_deadline
 from resilience._matchers import ExceptionFilter, exception_types
 from resilience.breaker import CircuitBreaker
 from resilience.bulkhead import Bulkhead
@@ -151,11 +151,29 @@ def _replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream)
 
 
-def _host_key(url: httpx.URL) -> str:
+def _host_label(url: httpx.URL) -> str:
     port = url.port
     if port is None:
         port = 443 if url.scheme == "https" else 80
     return f"{url.scheme}://{url.host}:{port}"
+
+
+class _Host:
+    """One destination's breaker and its policy chains, built once: a request
+    only looks its host up. (Each policy calls the next one's bound `call`
+    with the rest of the chain as leading arguments, as a Pipeline does.)"""
+
+    __slots__ = ("breaker", "calls", "calls_sync")
+
+    def __init__(
+        self, breaker: CircuitBreaker | None, timeout: Timeout | None, bulkhead: Bulkhead | None
+    ) -> None:
+        self.breaker = breaker
+        policies = [p for p in (breaker, timeout, bulkhead) if p is not None]
+        self.calls: tuple[Callable[..., Awaitable[Any]], ...] = tuple(p.call for p in policies)
+        self.calls_sync: tuple[Callable[..., Any], ...] = tuple(
+            p.call_sync for p in policies if not isinstance(p, Timeout)
+        )
 
 
 class _Settings:
@@ -164,12 +182,13 @@ class _Settings:
 
     __slots__ = (
         "breaker",
-        "breakers",
         "bulkhead",
+        "hosts",
         "max_hosts",
         "max_retry_after",
         "per_host",
         "retry",
+        "shared",
         "statuses",
         "timeout",
     )
@@ -211,26 +230,40 @@ class _Settings:
         self.max_hosts = max_hosts
         self.max_retry_after = float(max_retry_after)
         self.statuses = statuses
-        self.breakers: OrderedDict[str, CircuitBreaker] = OrderedDict()
+        # Per host: label -> _Host, least recently used first.
+        self.hosts: OrderedDict[tuple[str, bytes, int | None], tuple[str, _Host]] = OrderedDict()
+        # Without per-host breakers, every request shares one _Host.
+        self.shared = (
+            None if breaker is not None and per_host else _Host(breaker, timeout, bulkhead)
+        )
 
-    def breaker_for(self, request: httpx.Request) -> CircuitBreaker | None:
+    def host_for(self, request: httpx.Request) -> _Host:
+        shared = self.shared
+        if shared is not None:
+            return shared
+        url = request.url
+        key = (url.scheme, url.raw_host, url.port)
+        hosts = self.hosts
+        entry = hosts.get(key)
+        if entry is not None:
+            hosts.move_to_end(key)
+            return entry[1]
         template = self.breaker
-        if template is None or not self.per_host:
-            return template
-        key = _host_key(request.url)
-        breakers = self.breakers
-        breaker = breakers.get(key)
-        if breaker is None:
-            # Bounded: the least recently used host's breaker (and its metric
-            # series) goes when a new host comes past the limit.
-            breaker = breakers[key] = template.derive(
-                name=f"{template.name}:{key}", ignore=_with_local_rejections(template)
-            )
-            if len(breakers) > self.max_hosts:
-                breakers.popitem(last=False)
-        else:
-            breakers.move_to_end(key)
-        return breaker
+        assert template is not None
+        label = _host_label(url)
+        breaker = template.derive(
+            name=f"{template.name}:{label}", ignore=_with_local_rejections(template)
+        )
+        host = _Host(breaker, self.timeout, self.bulkhead)
+        hosts[key] = (label, host)
+        # Bounded: the least recently used host's breaker (and its metric
+        # series) goes when a new host comes past the limit.
+        if len(hosts) > self.max_hosts:
+            hosts.popitem(last=False)
+        return host
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        return {label: host.breaker for label, host in self.hosts.values() if host.breaker}
 
     def may_retry_error(self, request: httpx.Request, replayable: bool, exc: Exception) -> bool:
         if not replayable:
@@ -244,13 +277,15 @@ class _Settings:
     def retryable_response(
         self, request: httpx.Request, replayable: bool, response: httpx.Response
     ) -> bool:
-        if not (replayable and _idempotent(request)):
-            return False
+        # The status first: most responses stop here, before any header lookup.
         assert self.retry is not None
         on_result = self.retry._on_result
-        if on_result is not None:
-            return bool(on_result(response))
-        return response.status_code in self.statuses
+        if on_result is None:
+            if response.status_code not in self.statuses:
+                return False
+        elif not on_result(response):
+            return False
+        return replayable and _idempotent(request)
 
     def retry_after(self, response: httpx.Response) -> float | None:
         if response.status_code not in _RETRY_AFTER_STATUSES:
@@ -359,7 +394,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
         """The per-host breakers alive now, by ``scheme://host:port``."""
-        return dict(self._settings.breakers)
+        return self._settings.breakers()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
@@ -369,7 +404,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         # Judged before the first attempt: sending may read a stream into
         # memory (then it looks replayable), or consume it for good.
         replayable = _replayable(request)
-        start = retry._start()
+        start = retry._start() if retry._needs_start else 0.0
         attempt = 1
         delay = 0.0
         while True:
@@ -401,18 +436,14 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     async def _attempt(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
-        breaker = settings.breaker_for(request)
-        timeout = settings.timeout
-        if timeout is None and current_deadline() is not None:
-            timeout = self._deadline_guard
-        bulkhead = settings.bulkhead
-        # Each policy calls the next one's bound `call` with the rest of the
-        # chain as leading arguments (as a Pipeline does), built per request
-        # because the breaker depends on the host.
-        chain: tuple[Callable[..., Awaitable[Any]], ...] = tuple(
-            p.call for p in (breaker, timeout, bulkhead) if p is not None
-        )
-        send = self._send if breaker is not None else self._transport.handle_async_request
+        host = settings.host_for(request)
+        chain = host.calls
+        if settings.timeout is None and _current_deadline.get() is not None:
+            # No Timeout of our own, but a deadline in force: bound the attempt
+            # by it, inside the breaker (a cut attempt is the host's failure).
+            at = 1 if host.breaker is not None else 0
+            chain = (*chain[:at], self._deadline_guard.call, *chain[at:])
+        send = self._send if host.breaker is not None else self._transport.handle_async_request
         try:
             if not chain:
                 return await send(request)
@@ -491,7 +522,7 @@ class ResilientTransport(httpx.BaseTransport):
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
         """The per-host breakers alive now, by ``scheme://host:port``."""
-        return dict(self._settings.breakers)
+        return self._settings.breakers()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
@@ -501,7 +532,7 @@ class ResilientTransport(httpx.BaseTransport):
         # Judged before the first attempt: sending may read a stream into
         # memory (then it looks replayable), or consume it for good.
         replayable = _replayable(request)
-        start = retry._start()
+        start = retry._start() if retry._needs_start else 0.0
         attempt = 1
         delay = 0.0
         while True:
@@ -533,10 +564,9 @@ class ResilientTransport(httpx.BaseTransport):
 
     def _attempt(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
-        chain: tuple[Callable[..., Any], ...] = tuple(
-            p.call_sync for p in (settings.breaker_for(request), settings.bulkhead) if p is not None
-        )
-        send = self._send if settings.breaker is not None else self._transport.handle_request
+        host = settings.host_for(request)
+        chain = host.calls_sync
+        send = self._send if host.breaker is not None else self._transport.handle_request
         try:
             if not chain:
                 return send(request)
