@@ -868,18 +868,6 @@ class PoolBulkhead(Policy):
         result: T = job.outcome()
         return result
 
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]], /
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
-        """Decorate a plain function; an ``async def`` raises ``TypeError``."""
-        return super().__call__(fn)
-
     def _check_blocking(self, fn: object) -> None:
         if inspect.iscoroutinefunction(fn):
             self._check_async(fn)
