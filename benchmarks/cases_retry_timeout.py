@@ -226,52 +226,38 @@ def asyncio_wait_for() -> Target:
     return target
 
 
-def anyio_fail_after() -> Target:
-    import anyio
-
-    fail_after = anyio.fail_after
+def _inside(scope: Callable[[float], Any]) -> Target:
+    """``await f()`` inside ``with scope(10):`` (a cancel scope that never fires)."""
 
     async def target() -> Any:
-        with fail_after(10):
+        with scope(10):
             return await f()
 
     return target
+
+
+def anyio_fail_after() -> Target:
+    import anyio
+
+    return _inside(anyio.fail_after)
 
 
 def anyio_move_on_after() -> Target:
     import anyio
 
-    move_on_after = anyio.move_on_after
-
-    async def target() -> Any:
-        with move_on_after(10):
-            return await f()
-
-    return target
+    return _inside(anyio.move_on_after)
 
 
 def trio_fail_after() -> Target:
     import trio
 
-    fail_after = trio.fail_after
-
-    async def target() -> Any:
-        with fail_after(10):
-            return await f()
-
-    return target
+    return _inside(trio.fail_after)
 
 
 def trio_move_on_after() -> Target:
     import trio
 
-    move_on_after = trio.move_on_after
-
-    async def target() -> Any:
-        with move_on_after(10):
-            return await f()
-
-    return target
+    return _inside(trio.move_on_after)
 
 
 def hyx_timeout_decorator() -> Target:
