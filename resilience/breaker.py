@@ -39,7 +39,7 @@ _IGNORED = 2
 
 _DEFAULT_WINDOW = CountWindow(100)
 
-_new_error = CircuitOpenError.__new__
+_fresh_error = CircuitOpenError._fresh
 
 
 def _positive(param: str, value: object) -> float:
@@ -171,9 +171,7 @@ class CircuitBreaker(Policy):
         "_is_ignored",
         "_is_recorded",
         "_lock",
-        "_message_cache",
         "_now",
-        "_open_message",
         "_shared",
         "_slow_after",
         "_timing",
@@ -265,8 +263,6 @@ class CircuitBreaker(Policy):
             half_open_max_wait=max_wait,
         )
         self._now = self._clock.now
-        self._open_message = f"circuit breaker {self._name!r} is open"
-        self._message_cache: tuple[int, str] = (-1, "")
         self._slow_after = slow_after
         if slow_after is not None:
             self._timing = _BOTH
@@ -628,25 +624,10 @@ class CircuitBreaker(Policy):
             retry_after: float | None = core.trial_at - now
             if retry_after < 0.0:  # type: ignore[operator]
                 retry_after = 0.0
-            # Formatting a float costs as much as the rest of the rejection,
-            # and at full load thousands of rejections share a millisecond:
-            # reuse the last message while retry_after stays in the same
-            # half-millisecond (the ".3f" rounding boundaries fall on those
-            # edges, so the text is the one .3f gives, up to one unit in the
-            # last digit for a value within a float rounding error of an edge).
-            key = int(retry_after * 2000.0)  # type: ignore[operator]
-            cached = self._message_cache
-            if cached[0] == key:
-                message = cached[1]
-            else:
-                message = f"{self._open_message}; next trial in {retry_after:.3f}s"
-                self._message_cache = (key, message)
-            error = _new_error(CircuitOpenError, message)
+            error = _fresh_error(self._name, retry_after)
         else:
             retry_after = None
-            error = _new_error(CircuitOpenError, self._open_message)
-        error.name = self._name
-        error.retry_after = retry_after
+            error = _fresh_error(self._name, None)
         if self._listeners or global_listeners:
             self._report(core.take_changes())
             self._emit(CallRejected(self._name, state, retry_after))
@@ -657,20 +638,7 @@ class CircuitBreaker(Policy):
     def _open_error(self, retry_after: float | None) -> CircuitOpenError:
         """What ``CircuitOpenError(name=self.name, retry_after=retry_after)``
         builds (the sync shell's rejection; see :meth:`_rejection`)."""
-        if retry_after is None:
-            error = _new_error(CircuitOpenError, self._open_message)
-        else:
-            key = int(retry_after * 2000.0)
-            cached = self._message_cache
-            if cached[0] == key:
-                message = cached[1]
-            else:
-                message = f"{self._open_message}; next trial in {retry_after:.3f}s"
-                self._message_cache = (key, message)
-            error = _new_error(CircuitOpenError, message)
-        error.name = self._name
-        error.retry_after = retry_after
-        return error
+        return _fresh_error(self._name, retry_after)
 
     def _report(self, changes: list[tuple[CircuitState, CircuitState]]) -> None:
         if changes and self._observed():

@@ -47,12 +47,36 @@ class CircuitOpenError(ResilienceError):
     retry_after: float | None
 
     def __init__(self, *, name: str, retry_after: float | None) -> None:
-        if retry_after is None:
-            message = f"circuit breaker {name!r} is open"
-        else:
-            message = f"circuit breaker {name!r} is open; next trial in {retry_after:.3f}s"
-        super().__init__(message, name=name)
+        # The message is built only if someone reads it (__str__): an open
+        # breaker under load raises thousands of these a second and most are
+        # caught without being printed.
+        super().__init__("", name=name)
+        self.args = ()
         self.retry_after = retry_after
+
+    @classmethod
+    def _fresh(cls, name: str, retry_after: float | None) -> CircuitOpenError:
+        """What the constructor builds, without its ``__init__`` chain: the
+        breaker's rejection path, where that chain costs more than the rest."""
+        error = cls.__new__(cls)
+        error.name = name
+        error.retry_after = retry_after
+        return error
+
+    def __str__(self) -> str:
+        if self.retry_after is None:
+            return f"circuit breaker {self.name!r} is open"
+        return f"circuit breaker {self.name!r} is open; next trial in {self.retry_after:.3f}s"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, retry_after={self.retry_after!r})"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_open, (self.name, self.retry_after))
+
+
+def _rebuild_open(name: str, retry_after: float | None) -> CircuitOpenError:
+    return CircuitOpenError(name=name, retry_after=retry_after)
 
 
 class BulkheadFullError(ResilienceError):
