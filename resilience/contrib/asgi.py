@@ -333,6 +333,8 @@ class ResilienceMiddleware:
       (subject to the breaker's ``record`` and ``ignore``).
     - ``exclude_paths``: path prefixes (``str.startswith``) that bypass
       everything, such as health checks and metrics.
+    - ``exclude_methods``: HTTP methods that bypass everything, such as
+      ``OPTIONS`` (CORS preflights should not take a permit).
     - ``deadline_header``: a request header (``X-Request-Timeout``) giving
       the client's own budget in seconds; it can shorten ``timeout`` for
       this request, never lengthen it. A value that is not a number > 0 is
@@ -370,6 +372,7 @@ class ResilienceMiddleware:
         "_cache",
         "_clock",
         "_exclude",
+        "_exclude_methods",
         "_fast_bulkhead",
         "_header",
         "_inner",
@@ -393,6 +396,7 @@ class ResilienceMiddleware:
         timeout: float | None = None,
         breaker: CircuitBreaker | None = None,
         exclude_paths: Iterable[str] = (),
+        exclude_methods: Iterable[str] = (),
         retry_after: int = 1,
         deadline_header: str | None = None,
         json_errors: bool = False,
@@ -421,6 +425,12 @@ class ResilienceMiddleware:
         for prefix in exclude:
             if not isinstance(prefix, str) or not prefix.startswith("/"):
                 raise _invalid("exclude_paths", exclude_paths, "path prefixes starting with '/'")
+        if isinstance(exclude_methods, str | bytes):
+            raise _invalid("exclude_methods", exclude_methods, "a collection of HTTP methods")
+        methods = frozenset(exclude_methods)
+        for method in methods:
+            if not isinstance(method, str) or not method.isalpha() or not method.isupper():
+                raise _invalid("exclude_methods", exclude_methods, "upper-case HTTP methods")
         _count("retry_after", retry_after, 0)
         header = None
         if deadline_header is not None:
@@ -473,6 +483,7 @@ class ResilienceMiddleware:
         )
         self._seconds: float | None = None if timeout is None else float(timeout)
         self._exclude = exclude
+        self._exclude_methods = methods
         self._header = header
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._use_clock = use_clock
@@ -498,7 +509,11 @@ class ResilienceMiddleware:
         return self._timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (self._exclude and scope["path"].startswith(self._exclude)):
+        if (
+            scope["type"] != "http"
+            or (self._exclude and scope["path"].startswith(self._exclude))
+            or (self._exclude_methods and scope["method"] in self._exclude_methods)
+        ):
             await self.app(scope, receive, send)
             return
         request = _Request(send, self._clock)

@@ -156,6 +156,23 @@ async def test_excluded_paths_bypass_everything() -> None:
     assert app.deadlines[1:] == [None, None]  # excluded: no deadline either
 
 
+async def test_excluded_methods_bypass_everything() -> None:
+    app = App()
+    middleware = ResilienceMiddleware(app, max_concurrent=1, exclude_methods=("OPTIONS",))
+    async with client(middleware) as c, anyio.create_task_group() as tg:
+        tg.start_soon(c.get, "/block")
+        await wait_until(lambda: app.entered == 1)
+        assert (await c.get("/other")).status_code == 503
+        assert (await c.options("/other")).status_code == 200
+        app.gate.set()
+
+
+@pytest.mark.parametrize("methods", ["OPTIONS", ["options"], ["GET "], [3]])
+def test_bad_excluded_methods_are_refused(methods: Any) -> None:
+    with pytest.raises(ValueError, match="exclude_methods"):
+        ResilienceMiddleware(App(), exclude_methods=methods)
+
+
 # Load shedding -----------------------------------------------------------------
 
 
