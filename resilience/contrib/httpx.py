@@ -287,6 +287,46 @@ class _Settings:
             return False
         return replayable and _idempotent(request)
 
+    def after_error(
+        self,
+        request: httpx.Request,
+        replayable: bool,
+        exc: Exception,
+        attempt: int,
+        delay: float,
+        start: float,
+    ) -> float | None:
+        """The delay before retrying after ``exc``, or None to raise it now.
+        Shared by both transports: everything but the await."""
+        retry = self.retry
+        assert retry is not None
+        if not self.may_retry_error(request, replayable, exc):
+            retry._count_failure(attempt)
+            return None
+        return retry._after_failure(attempt, delay, start, exc, None)
+
+    def after_response(
+        self,
+        request: httpx.Request,
+        replayable: bool,
+        response: httpx.Response,
+        attempt: int,
+        delay: float,
+        start: float,
+    ) -> float | None:
+        """The delay before retrying after ``response`` (the caller closes it
+        first), or None to return it now."""
+        retry = self.retry
+        assert retry is not None
+        if not self.retryable_response(request, replayable, response):
+            retry._count_success(attempt)
+            return None
+        hint = self.retry_after(response)
+        if hint is not None and hint > self.max_retry_after:
+            retry._count_failure(attempt)
+            return None
+        return retry._after_failure(attempt, delay, start, None, response, hint)
+
     def retry_after(self, response: httpx.Response) -> float | None:
         if response.status_code not in _RETRY_AFTER_STATUSES:
             return None
@@ -411,21 +451,13 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             try:
                 response = await self._attempt(request)
             except Exception as exc:
-                if not settings.may_retry_error(request, replayable, exc):
-                    retry._count_failure(attempt)
-                    raise
-                next_delay = retry._after_failure(attempt, delay, start, exc, None)
+                next_delay = settings.after_error(request, replayable, exc, attempt, delay, start)
                 if next_delay is None:
                     raise
             else:
-                if not settings.retryable_response(request, replayable, response):
-                    retry._count_success(attempt)
-                    return response
-                hint = settings.retry_after(response)
-                if hint is not None and hint > settings.max_retry_after:
-                    retry._count_failure(attempt)
-                    return response
-                next_delay = retry._after_failure(attempt, delay, start, None, response, hint)
+                next_delay = settings.after_response(
+                    request, replayable, response, attempt, delay, start
+                )
                 if next_delay is None:
                     return response
                 await response.aclose()
@@ -539,21 +571,13 @@ class ResilientTransport(httpx.BaseTransport):
             try:
                 response = self._attempt(request)
             except Exception as exc:
-                if not settings.may_retry_error(request, replayable, exc):
-                    retry._count_failure(attempt)
-                    raise
-                next_delay = retry._after_failure(attempt, delay, start, exc, None)
+                next_delay = settings.after_error(request, replayable, exc, attempt, delay, start)
                 if next_delay is None:
                     raise
             else:
-                if not settings.retryable_response(request, replayable, response):
-                    retry._count_success(attempt)
-                    return response
-                hint = settings.retry_after(response)
-                if hint is not None and hint > settings.max_retry_after:
-                    retry._count_failure(attempt)
-                    return response
-                next_delay = retry._after_failure(attempt, delay, start, None, response, hint)
+                next_delay = settings.after_response(
+                    request, replayable, response, attempt, delay, start
+                )
                 if next_delay is None:
                     return response
                 response.close()
