@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from contextvars import Token
 from typing import Any
 
 from ._clock import SYSTEM_CLOCK
@@ -20,17 +21,24 @@ from ._deadline import Deadline
 
 class Expiry(Deadline):
     """One call's deadline, also published as the context's :class:`Deadline`
-    (one object for both). ``task`` is None once the call has left."""
+    (one object for both), with what the call needs to leave: its queue, the
+    task's cancellation count on entry and the context variable's token.
+    ``task`` is None once the call has left."""
 
-    __slots__ = ("fired", "task")
+    __slots__ = ("cancelling", "fired", "queue", "task", "token")
 
-    def __init__(self, task: asyncio.Task[Any], at: float) -> None:
+    def __init__(
+        self, task: asyncio.Task[Any], at: float, queue: DeadlineQueue, cancelling: int
+    ) -> None:
         # `at` is on loop.time(), which is time.monotonic() on asyncio's loops
         # (uvloop: the same clock, cached per loop iteration).
         self.at = at
         self.clock = SYSTEM_CLOCK
         self.task: asyncio.Task[Any] | None = task
         self.fired = False
+        self.queue = queue
+        self.cancelling = cancelling
+        self.token: Token[Deadline | None]
 
 
 class DeadlineQueue:

@@ -519,6 +519,20 @@ class CircuitBreaker(Policy):
         self._settle_locked(permit, _SUCCEEDED, start, timing, result)
         return result
 
+    # For code that inlines the fast path around its own await (the httpx
+    # transport): admitted with ``permit = core.epoch`` while
+    # ``core.state is CLOSED and breaker._fast``, then exactly one of these.
+
+    def _fast_success(self, permit: int, result: object) -> None:
+        predicate = self._failure_result
+        if predicate is not None and predicate(result):
+            self._settle(permit, _FAILED, 0.0, self._timing)
+        elif self._core.success(permit, self._now() if self._timing else None):
+            self._follow_up()
+
+    def _fast_failure(self, permit: int, exc: Exception) -> None:
+        self._settle(permit, self._classify(exc), 0.0, self._timing)
+
     # Sync shell -----------------------------------------------------------------
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -586,12 +586,6 @@ class Bulkhead(Policy):
         )
 
 
-# The shells as defined here: code that inlines Bulkhead's fast path (the ASGI
-# middleware) checks that they are still the ones in force, so a wrapped
-# call() (the Prometheus duration histogram) is never bypassed.
-_BULKHEAD_CALL = Bulkhead.call
-_BULKHEAD_DECORATOR = Bulkhead.__call__
-
 # PoolBulkhead -------------------------------------------------------------
 
 _QUEUED = 0

@@ -51,6 +51,11 @@ class Policy:
     __slots__ = ("__weakref__", "_clock", "_listeners", "_name")
 
     _kind: ClassVar[str] = "policy"
+    # False while something wraps the policies' shells on the class (the
+    # Prometheus duration histogram): code that inlines a policy's fast path
+    # instead of calling its ``call`` (the httpx transport, the ASGI
+    # middleware) must then go through ``call``.
+    _inline: ClassVar[bool] = True
     _sync_unsupported: ClassVar[str | None] = None
     _async_unsupported: ClassVar[str | None] = None
 

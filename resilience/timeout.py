@@ -101,12 +101,32 @@ class Timeout(Policy):
         return TimeoutStatistics(timeouts=self._timeouts)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        expiry = self._enter()
+        if expiry is None:
+            return await self._call_other(fn, *args, **kwargs)
+        try:
+            return await fn(*args, **kwargs)
+        except asyncio.CancelledError:
+            if expiry.fired and self._expired(expiry):
+                raise self._timed_out(self._seconds) from None
+            raise
+        finally:
+            self._leave(expiry)
+
+    # The asyncio fast path, in three steps that embedders (the httpx
+    # transport) call around their own await: a deque append on a timer
+    # shared by this policy's calls on this loop; no Task, no context
+    # manager, no timer handle per call.
+
+    def _enter(self) -> Expiry | None:
+        """Start timing the current asyncio task: its :class:`Expiry`, now
+        queued and published as the deadline in force; or None when the
+        fast path does not apply (trio, a fake clock, no task, or a tighter
+        deadline in force): use :meth:`_call_other` then."""
         seconds = self._seconds
         outer = _current_deadline.get()
         if outer is not None and outer.remaining() < seconds:
-            # A tighter deadline is in force (an outer Timeout, the ASGI
-            # request, `resilience.deadline`): run to that one instead.
-            return await self._call_scoped(outer, fn, *args, **kwargs)
+            return None
         # Which loop, and which task? The cache answers without
         # asyncio._get_running_loop() (a getpid() call on 3.11); a task of
         # the cached loop being current proves that loop runs in this thread.
@@ -117,63 +137,74 @@ class Timeout(Policy):
             queue: DeadlineQueue = cached[2]
         else:
             running = _get_running_loop()
-            if running is None and self._call_at is None:
-                # trio (no asyncio loop runs in this thread): trio's own
-                # cancel scope, inline, for the one frame and the Deadline
-                # arithmetic _call_scoped would add.
-                trio = _trio()
-                limit = Deadline(_monotonic() + seconds, SYSTEM_CLOCK)
-                token = _current_deadline.set(limit)
-                try:
-                    with trio.CancelScope(deadline=trio.current_time() + seconds):
-                        return await fn(*args, **kwargs)
-                finally:
-                    _current_deadline.reset(token)
-                # Only reached when the scope swallowed its own cancellation.
-                raise self._timed_out(seconds)
             if running is None or self._call_at is not None:
-                return await self._call_scoped(None, fn, *args, **kwargs)
+                return None
             task = _current_task(running)
             if task is None:
-                return await self._call_scoped(None, fn, *args, **kwargs)
+                return None
             loop = running
             queue = DeadlineQueue(running)
             # One attribute, so a thread running another loop reads a
             # consistent triple. A call keeps the queue it started with, so
             # replacing it never strands a deadline.
             self._cache = (_get_ident(), running, queue)
-        # asyncio fast path: a deque append on a timer shared by this policy's
-        # calls on this loop; no Task, no context manager, no handle per call.
-        cancelling = task.cancelling()
-        expiry = Expiry(task, loop.time() + seconds)
-        entries = queue.entries
-        entries.append(expiry)
+        expiry = Expiry(task, loop.time() + seconds, queue, task.cancelling())
+        queue.entries.append(expiry)
         queue.live += 1
         if queue.handle is None:
             queue.arm(expiry.at)
-        token = _current_deadline.set(expiry)
-        try:
-            return await fn(*args, **kwargs)
-        except asyncio.CancelledError:
-            if expiry.fired:
-                expiry.fired = False
-                if task.uncancel() <= cancelling:
-                    raise self._timed_out(seconds) from None
-            raise
-        finally:
-            _current_deadline.reset(token)
-            expiry.task = None
-            queue.live -= 1
-            if entries and entries[0] is expiry:
+        expiry.token = _current_deadline.set(expiry)
+        return expiry
+
+    @staticmethod
+    def _expired(expiry: Expiry) -> bool:
+        """On a CancelledError with ``expiry.fired``: whether it is our
+        timeout (True) rather than an outer cancellation that came too."""
+        expiry.fired = False
+        return expiry.task.uncancel() <= expiry.cancelling  # type: ignore[union-attr]
+
+    @staticmethod
+    def _leave(expiry: Expiry) -> None:
+        """Stop timing: always, however the work ended."""
+        _current_deadline.reset(expiry.token)
+        task = expiry.task
+        expiry.task = None
+        queue = expiry.queue
+        queue.live -= 1
+        entries = queue.entries
+        if entries and entries[0] is expiry:
+            entries.popleft()
+            while entries and entries[0].task is None:
                 entries.popleft()
-                while entries and entries[0].task is None:
-                    entries.popleft()
-            elif len(entries) > 2 * queue.live + queue.SLACK:
-                queue.compact()
-            if expiry.fired:
-                # Our cancel was requested but the work swallowed it: take it
-                # back so the task's cancellation count stays honest.
-                task.uncancel()
+        elif len(entries) > 2 * queue.live + queue.SLACK:
+            queue.compact()
+        if expiry.fired:
+            # Our cancel was requested but the work swallowed it: take it
+            # back so the task's cancellation count stays honest.
+            task.uncancel()  # type: ignore[union-attr]
+
+    async def _call_other(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Where :meth:`_enter` declined."""
+        seconds = self._seconds
+        outer = _current_deadline.get()
+        if outer is not None and outer.remaining() >= seconds:
+            outer = None  # ours is the tighter one
+        if outer is None and self._call_at is None and _get_running_loop() is None:
+            # trio: its own cancel scope, inline, for the one frame and the
+            # Deadline arithmetic _call_scoped would add.
+            trio = _trio()
+            limit = Deadline(_monotonic() + seconds, SYSTEM_CLOCK)
+            token = _current_deadline.set(limit)
+            try:
+                with trio.CancelScope(deadline=trio.current_time() + seconds):
+                    return await fn(*args, **kwargs)
+            finally:
+                _current_deadline.reset(token)
+            # Only reached when the scope swallowed its own cancellation.
+            raise self._timed_out(seconds)
+        return await self._call_scoped(outer, fn, *args, **kwargs)
 
     async def _call_scoped(
         self,

@@ -63,9 +63,10 @@ from resilience._clock import SYSTEM_CLOCK, Clock
 from resilience._deadline import Deadline
 from resilience._deadline import _current as _current_deadline
 from resilience.breaker import CircuitBreaker
-from resilience.bulkhead import _BULKHEAD_CALL, _BULKHEAD_DECORATOR, Bulkhead
+from resilience.bulkhead import Bulkhead
 from resilience.errors import BulkheadFullError, CircuitOpenError
 from resilience.errors import TimeoutError as ResilienceTimeoutError
+from resilience.policy import Policy
 from resilience.timeout import Timeout
 
 __all__ = ["ResilienceMiddleware", "ServerErrorResponse"]
@@ -373,7 +374,6 @@ class ResilienceMiddleware:
         "_clock",
         "_exclude",
         "_exclude_methods",
-        "_fast_bulkhead",
         "_header",
         "_inner",
         "_open_response",
@@ -471,16 +471,6 @@ class ResilienceMiddleware:
         if self._bulkhead is not None:
             run = self._bulkhead(run)
         self._run = run
-        # The timed asyncio path takes a free permit inline (the bulkhead
-        # decorator's fast path, one coroutine frame fewer), unless the
-        # bulkhead's shells are wrapped (Prometheus durations).
-        self._fast_bulkhead = (
-            self._bulkhead
-            if self._bulkhead is not None
-            and Bulkhead.call is _BULKHEAD_CALL
-            and Bulkhead.__call__ is _BULKHEAD_DECORATOR
-            else None
-        )
         self._seconds: float | None = None if timeout is None else float(timeout)
         self._exclude = exclude
         self._exclude_methods = methods
@@ -555,8 +545,10 @@ class ResilienceMiddleware:
             timers.arm(at)
         token = _current_deadline.set(request)
         try:
-            bulkhead = self._fast_bulkhead
-            if bulkhead is not None and bulkhead._in_flight < bulkhead._capacity:
+            # A free permit taken inline (the bulkhead decorator's fast path,
+            # one coroutine frame fewer), unless the shells are wrapped.
+            bulkhead = self._bulkhead
+            if bulkhead is not None and bulkhead._in_flight < bulkhead._capacity and Policy._inline:
                 bulkhead._in_flight += 1
                 try:
                     await self._inner(request, scope, receive)

@@ -22,10 +22,10 @@ transport.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
@@ -35,8 +35,9 @@ import httpx
 from resilience import errors
 from resilience._deadline import _current as _current_deadline
 from resilience._matchers import ExceptionFilter, exception_types
-from resilience.breaker import CircuitBreaker
+from resilience.breaker import _CLOSED, CircuitBreaker
 from resilience.bulkhead import Bulkhead
+from resilience.policy import Policy
 from resilience.retry import Retry
 from resilience.timeout import Timeout
 
@@ -117,6 +118,10 @@ class _ServerError(httpx.HTTPStatusError):
     unwraps it and returns the response."""
 
 
+def _server_error(request: httpx.Request, response: httpx.Response) -> _ServerError:
+    return _ServerError(f"server error {response.status_code}", request=request, response=response)
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header, or None if it is absent,
     garbage, negative or in the past.
@@ -158,17 +163,53 @@ def _host_label(url: httpx.URL) -> str:
     return f"{url.scheme}://{url.host}:{port}"
 
 
+_HostKey = tuple[str, str, int | None]
+
+
+def _public_key(url: httpx.URL) -> _HostKey:
+    return (url.scheme, url.host, url.port)
+
+
+def _parsed_key(url: httpx.URL) -> _HostKey:
+    # httpx keeps the parsed URL as a tuple (scheme, userinfo, host, port,
+    # ...), normalised as the public properties are: three item reads
+    # instead of three properties (which decode and re-check).
+    ref = url._uri_reference
+    return (ref[0], ref[2], ref[3])
+
+
+def _pick_host_key() -> Callable[[httpx.URL], _HostKey]:
+    # The private layout is used only if it answers as the public API does.
+    probes = ("http://a.example/", "https://B.example:8443/x", "http://[::1]:80/")
+    try:
+        if all(_parsed_key(httpx.URL(u)) == _public_key(httpx.URL(u)) for u in probes):
+            return _parsed_key
+    except (AttributeError, IndexError, TypeError):
+        pass
+    return _public_key
+
+
+_host_key = _pick_host_key()
+
+
 class _Host:
     """One destination's breaker and its policy chains, built once: a request
     only looks its host up. (Each policy calls the next one's bound `call`
     with the rest of the chain as leading arguments, as a Pipeline does.)"""
 
-    __slots__ = ("breaker", "calls", "calls_sync")
+    __slots__ = ("breaker", "calls", "calls_sync", "label", "used")
 
     def __init__(
-        self, breaker: CircuitBreaker | None, timeout: Timeout | None, bulkhead: Bulkhead | None
+        self,
+        label: str,
+        breaker: CircuitBreaker | None,
+        timeout: Timeout | None,
+        bulkhead: Bulkhead | None,
     ) -> None:
+        self.label = label
         self.breaker = breaker
+        # Looked up since the last eviction sweep passed it (second chance).
+        self.used = False
         policies = [p for p in (breaker, timeout, bulkhead) if p is not None]
         self.calls: tuple[Callable[..., Awaitable[Any]], ...] = tuple(p.call for p in policies)
         self.calls_sync: tuple[Callable[..., Any], ...] = tuple(
@@ -230,11 +271,11 @@ class _Settings:
         self.max_hosts = max_hosts
         self.max_retry_after = float(max_retry_after)
         self.statuses = statuses
-        # Per host: label -> _Host, least recently used first.
-        self.hosts: OrderedDict[tuple[str, bytes, int | None], tuple[str, _Host]] = OrderedDict()
+        # Per host, oldest first.
+        self.hosts: dict[_HostKey, _Host] = {}
         # Without per-host breakers, every request shares one _Host.
         self.shared = (
-            None if breaker is not None and per_host else _Host(breaker, timeout, bulkhead)
+            None if breaker is not None and per_host else _Host("*", breaker, timeout, bulkhead)
         )
 
     def host_for(self, request: httpx.Request) -> _Host:
@@ -242,28 +283,37 @@ class _Settings:
         if shared is not None:
             return shared
         url = request.url
-        key = (url.scheme, url.raw_host, url.port)
-        hosts = self.hosts
-        entry = hosts.get(key)
-        if entry is not None:
-            hosts.move_to_end(key)
-            return entry[1]
+        key = _host_key(url)
+        host = self.hosts.get(key)
+        if host is None:
+            return self._add_host(key, url)
+        host.used = True
+        return host
+
+    def _add_host(self, key: _HostKey, url: httpx.URL) -> _Host:
         template = self.breaker
         assert template is not None
         label = _host_label(url)
         breaker = template.derive(
             name=f"{template.name}:{label}", ignore=_with_local_rejections(template)
         )
-        host = _Host(breaker, self.timeout, self.bulkhead)
-        hosts[key] = (label, host)
-        # Bounded: the least recently used host's breaker (and its metric
-        # series) goes when a new host comes past the limit.
-        if len(hosts) > self.max_hosts:
-            hosts.popitem(last=False)
+        host = _Host(label, breaker, self.timeout, self.bulkhead)
+        hosts = self.hosts
+        hosts[key] = host
+        # Bounded: past the limit, a host goes with its breaker and metric
+        # series. Which one: the oldest not looked up since the sweep last
+        # passed it ("second chance", an LRU approximation that costs a hit
+        # a flag store instead of a reordering).
+        while len(hosts) > self.max_hosts:
+            oldest = next(iter(hosts))
+            candidate = hosts.pop(oldest)
+            if candidate.used:
+                candidate.used = False
+                hosts[oldest] = candidate
         return host
 
     def breakers(self) -> dict[str, CircuitBreaker]:
-        return {label: host.breaker for label, host in self.hosts.values() if host.breaker}
+        return {host.label: host.breaker for host in self.hosts.values() if host.breaker}
 
     def may_retry_error(self, request: httpx.Request, replayable: bool, exc: Exception) -> bool:
         if not replayable:
@@ -438,18 +488,24 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
+        host = settings.host_for(request)
         retry = settings.retry
         if retry is None:
-            return await self._attempt(request)
+            return await self._attempt(host, request)
         # Judged before the first attempt: sending may read a stream into
         # memory (then it looks replayable), or consume it for good.
         replayable = _replayable(request)
         start = retry._start() if retry._needs_start else 0.0
+        statuses = None if retry._on_result is not None else settings.statuses
         attempt = 1
         delay = 0.0
         while True:
             try:
-                response = await self._attempt(request)
+                response = await self._attempt(host, request)
+                if statuses is not None and response.status_code not in statuses:
+                    # What after_response() says of most responses, inline.
+                    retry._count_success(attempt)
+                    return response
             except Exception as exc:
                 next_delay = settings.after_error(request, replayable, exc, attempt, delay, start)
                 if next_delay is None:
@@ -466,9 +522,65 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 await retry.clock.sleep(delay)
             attempt += 1
 
-    async def _attempt(self, request: httpx.Request) -> httpx.Response:
+    async def _attempt(self, host: _Host, request: httpx.Request) -> httpx.Response:
+        """One attempt: breaker, timeout and bulkhead inlined around the
+        wrapped transport in one frame while each is on its fast path (a
+        closed breaker, a free permit, an asyncio task); the policies'
+        chain otherwise. The two must agree: the tests run both."""
         settings = self._settings
-        host = settings.host_for(request)
+        breaker = host.breaker
+        bulkhead = settings.bulkhead
+        if not (
+            Policy._inline
+            and (breaker is None or (breaker._core.state is _CLOSED and breaker._fast))
+            and (bulkhead is None or bulkhead._in_flight < bulkhead._capacity)
+        ):
+            return await self._chained(host, request)
+        timeout = settings.timeout
+        if timeout is None:
+            if _current_deadline.get() is not None:
+                return await self._chained(host, request)
+            expiry = None
+        else:
+            expiry = timeout._enter()
+            if expiry is None:
+                return await self._chained(host, request)
+        permit = 0 if breaker is None else breaker._core.epoch
+        try:
+            try:
+                if bulkhead is None:
+                    response = await self._transport.handle_async_request(request)
+                else:
+                    bulkhead._in_flight += 1
+                    try:
+                        response = await self._transport.handle_async_request(request)
+                    finally:
+                        bulkhead._release()
+            except asyncio.CancelledError:
+                if expiry is not None and expiry.fired and Timeout._expired(expiry):
+                    raise timeout._timed_out(timeout._seconds) from None  # type: ignore[union-attr]
+                raise
+            finally:
+                if expiry is not None:
+                    Timeout._leave(expiry)
+        except Exception as exc:
+            if breaker is not None:
+                breaker._fast_failure(permit, exc)
+            if isinstance(exc, errors.ResilienceError):
+                translated = settings.translate(exc, request)
+                if translated is not None:
+                    raise translated from exc
+            raise
+        if breaker is not None:
+            if response.status_code >= 500:
+                breaker._fast_failure(permit, _server_error(request, response))
+            else:
+                breaker._fast_success(permit, response)
+        return response
+
+    async def _chained(self, host: _Host, request: httpx.Request) -> httpx.Response:
+        """One attempt through the policies' own calls."""
+        settings = self._settings
         chain = host.calls
         if settings.timeout is None and _current_deadline.get() is not None:
             # No Timeout of our own, but a deadline in force: bound the attempt
@@ -492,9 +604,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     async def _send(self, request: httpx.Request) -> httpx.Response:
         response = await self._transport.handle_async_request(request)
         if response.status_code >= 500:
-            raise _ServerError(
-                f"server error {response.status_code}", request=request, response=response
-            )
+            raise _server_error(request, response)
         return response
 
     async def aclose(self) -> None:
@@ -558,9 +668,10 @@ class ResilientTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
+        host = settings.host_for(request)
         retry = settings.retry
         if retry is None:
-            return self._attempt(request)
+            return self._attempt(host, request)
         # Judged before the first attempt: sending may read a stream into
         # memory (then it looks replayable), or consume it for good.
         replayable = _replayable(request)
@@ -569,7 +680,7 @@ class ResilientTransport(httpx.BaseTransport):
         delay = 0.0
         while True:
             try:
-                response = self._attempt(request)
+                response = self._attempt(host, request)
             except Exception as exc:
                 next_delay = settings.after_error(request, replayable, exc, attempt, delay, start)
                 if next_delay is None:
@@ -586,9 +697,8 @@ class ResilientTransport(httpx.BaseTransport):
                 retry.clock.sleep_sync(delay)
             attempt += 1
 
-    def _attempt(self, request: httpx.Request) -> httpx.Response:
+    def _attempt(self, host: _Host, request: httpx.Request) -> httpx.Response:
         settings = self._settings
-        host = settings.host_for(request)
         chain = host.calls_sync
         send = self._send if host.breaker is not None else self._transport.handle_request
         try:
@@ -607,9 +717,7 @@ class ResilientTransport(httpx.BaseTransport):
     def _send(self, request: httpx.Request) -> httpx.Response:
         response = self._transport.handle_request(request)
         if response.status_code >= 500:
-            raise _ServerError(
-                f"server error {response.status_code}", request=request, response=response
-            )
+            raise _server_error(request, response)
         return response
 
     def close(self) -> None:

@@ -343,6 +343,7 @@ _INLINED_DECORATORS: tuple[type[Policy], ...] = (Bulkhead, CircuitBreaker)
 
 
 def _patch() -> None:
+    Policy._inline = False
     for cls in _TIMED_CLASSES:
         for attr, wrap in (("call", _timed_call), ("call_sync", _timed_call_sync)):
             original = cls.__dict__[attr]
@@ -354,6 +355,7 @@ def _patch() -> None:
 
 
 def _unpatch() -> None:
+    Policy._inline = True
     for (cls, attr), original in _originals.items():
         setattr(cls, attr, original)
     _originals.clear()

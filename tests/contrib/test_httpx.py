@@ -9,6 +9,7 @@ import anyio
 import httpx
 import pytest
 import respx
+import sniffio
 
 import resilience
 from resilience import Bulkhead, CircuitBreaker, CircuitState, Retry, Timeout, backoff
@@ -246,14 +247,18 @@ async def test_the_host_lru_is_bounded() -> None:
     async with httpx.AsyncClient(transport=transport) as client:
         for n in range(10):
             await client.get(f"http://h{n}.test/")
-        await client.get("http://h8.test/")  # refreshes h8
+        assert set(transport.breakers) == {f"http://h{n}.test:80" for n in (7, 8, 9)}
+        await client.get("http://h8.test/")  # used again: h7 and h9 are older
         await client.get("http://h10.test/")
-    assert list(transport.breakers) == [
-        "http://h9.test:80",
-        "http://h8.test:80",
-        "http://h10.test:80",
-    ]
-    assert len(transport.breakers) == 3
+        assert set(transport.breakers) == {f"http://h{n}.test:80" for n in (8, 9, 10)}
+        await client.get("http://h11.test/")
+        assert set(transport.breakers) == {f"http://h{n}.test:80" for n in (8, 10, 11)}
+        # A host that goes on being used is never the one evicted.
+        for n in range(12, 40):
+            await client.get("http://h8.test/")
+            await client.get(f"http://h{n}.test/")
+            assert "http://h8.test:80" in transport.breakers
+            assert len(transport.breakers) == 3
 
 
 async def test_a_full_local_bulkhead_does_not_open_the_hosts_breaker() -> None:
@@ -482,3 +487,103 @@ def test_end_to_end_sync_client() -> None:
     with serve(app) as base_url, httpx.Client(transport=transport) as client:
         assert client.get(base_url).status_code == 200
     assert app.hits == 2
+
+
+# The async transport inlines breaker, timeout and bulkhead while each is on
+# its fast path, and goes through the policies' calls otherwise. These run the
+# same scenarios through both, on the system clock (a FakeClock Timeout always
+# takes the policies' calls).
+
+
+async def test_inlined_timeout_cuts_the_attempt_and_counts_for_the_breaker() -> None:
+    calls = 0
+
+    async def hangs_once(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await anyio.sleep_forever()
+        return httpx.Response(200)
+
+    timeout = Timeout(0.02)
+    breaker = CircuitBreaker("b", minimum_calls=100)
+    bulkhead = Bulkhead(4)
+    async with client_for(
+        hangs_once,
+        retry=Retry(2, backoff=backoff.immediate()),
+        breaker=breaker,
+        timeout=timeout,
+        bulkhead=bulkhead,
+        per_host=False,
+    ) as client:
+        assert (await client.get(URL)).status_code == 200
+        assert resilience.current_deadline() is None
+    assert calls == 2
+    assert timeout.stats.timeouts == 1
+    assert (breaker.stats.calls, breaker.stats.failures) == (2, 1)
+    assert bulkhead.stats.in_flight == 0
+
+
+async def test_inlined_timeout_error_is_an_httpx_timeout() -> None:
+    async def hangs(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    async with client_for(hangs, timeout=Timeout(0.02), breaker=CircuitBreaker()) as client:
+        with pytest.raises(HTTPTimeoutError) as info:
+            await client.get(URL)
+    assert isinstance(info.value.__cause__, resilience.TimeoutError)
+
+
+async def test_an_outer_cancellation_is_not_taken_for_the_inlined_timeout() -> None:
+    started = anyio.Event()
+
+    async def hangs(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    timeout = Timeout(30)
+    breaker = CircuitBreaker("b")
+    async with client_for(hangs, timeout=timeout, breaker=breaker, per_host=False) as client:
+        with anyio.move_on_after(0.02) as scope:
+            await client.get(URL)
+    assert scope.cancelled_caught
+    assert timeout.stats.timeouts == 0
+    assert breaker.stats.calls == 0  # a cancellation is no outcome
+
+
+@pytest.mark.parametrize("inline", [True, False])
+async def test_both_paths_record_the_same_outcomes(
+    inline: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Policy._inline is the switch the Prometheus duration histogram turns off.
+    monkeypatch.setattr(resilience.Policy, "_inline", inline)
+    chained = 0
+    original = AsyncResilientTransport._chained
+
+    async def counting(self: AsyncResilientTransport, *args: Any) -> httpx.Response:
+        nonlocal chained
+        chained += 1
+        return await original(self, *args)
+
+    monkeypatch.setattr(AsyncResilientTransport, "_chained", counting)
+    upstream = Upstream(200, 404, 503, httpx.ReadError("x"), 500, 200)
+    breaker = CircuitBreaker("b", minimum_calls=100, failure_result=lambda r: r.status_code == 404)
+    bulkhead = Bulkhead(1)
+    async with client_for(
+        upstream, breaker=breaker, bulkhead=bulkhead, timeout=Timeout(30), per_host=False
+    ) as client:
+        statuses = []
+        for _ in range(6):
+            try:
+                statuses.append((await client.get(URL)).status_code)
+            except httpx.ReadError:
+                statuses.append(0)
+    assert statuses == [200, 404, 503, 0, 500, 200]
+    stats = breaker.stats
+    assert (stats.calls, stats.failures) == (6, 4)  # 404 (the predicate), 503, the error, 500
+    assert bulkhead.stats.in_flight == 0
+    # trio's Timeout runs in its own cancel scope: the policies' calls.
+    inlined = inline and sniffio.current_async_library() == "asyncio"
+    assert chained == (0 if inlined else 6)
