@@ -62,7 +62,7 @@ import anyio
 from resilience._clock import SYSTEM_CLOCK, Clock
 from resilience._deadline import Deadline
 from resilience._deadline import _current as _current_deadline
-from resilience.breaker import CircuitBreaker
+from resilience.breaker import _CLOSED, CircuitBreaker
 from resilience.bulkhead import Bulkhead
 from resilience.errors import BulkheadFullError, CircuitOpenError
 from resilience.errors import TimeoutError as ResilienceTimeoutError
@@ -249,16 +249,15 @@ class _Request(Deadline):
     timer: Any
     trailers: bool
 
-    def __init__(self, downstream: Send, clock: Clock) -> None:
-        # Only what every request reads; the rest is set where it is known.
-        self.clock = clock
-        self.downstream = downstream
-        self.mode = _UNTIMED
-        self.state = _QUEUED
+    # Built by ResilienceMiddleware.__call__, which sets only what every
+    # request reads (clock, downstream, mode, state); the rest is set where
+    # it is known.
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
         """The ``send`` the application sees: notes how far the response has
-        got, pushes the deadline on, then forwards the message."""
+        got, pushes the deadline on, then forwards the message. A plain
+        function returning the server's own awaitable: no coroutine frame
+        of ours per message."""
         state = self.state
         if state == _STARTED:
             kind = message["type"]
@@ -286,7 +285,7 @@ class _Request(Deadline):
                 self.at = self.clock.now() + self.budget
                 if mode == _SCOPE:
                     self.scope.deadline = anyio.current_time() + self.budget
-        await self.downstream(message)
+        return self.downstream(message)
 
     def expired(self) -> bool:
         """Whether the budget ran out (and cancelled the work): called on the
@@ -310,6 +309,9 @@ class _Request(Deadline):
             self.timer = self.clock.call_at(self.at, self.fire)  # type: ignore[attr-defined]
             return
         self.scope.cancel()
+
+
+_new_request = object.__new__
 
 
 class ResilienceMiddleware:
@@ -375,7 +377,6 @@ class ResilienceMiddleware:
         "_exclude",
         "_exclude_methods",
         "_header",
-        "_inner",
         "_open_response",
         "_retry_after",
         "_run",
@@ -462,12 +463,9 @@ class ResilienceMiddleware:
         )
         self._timeout = None if timeout is None else Timeout(timeout, name=name, clock=clock)
         self._breaker = breaker
-        # The chain each request runs: bulkhead(breaker(app)), built once with
-        # the policies' decorators (their inlined fast paths).
+        # The chain each request runs: bulkhead(breaker(app)), built once; the
+        # breaker is applied inside _guarded.
         run: Callable[[_Request, Scope, Receive], Awaitable[None]] = self._guarded
-        if breaker is not None:
-            run = breaker(run)
-        self._inner = run
         if self._bulkhead is not None:
             run = self._bulkhead(run)
         self._run = run
@@ -506,7 +504,12 @@ class ResilienceMiddleware:
         ):
             await self.app(scope, receive, send)
             return
-        request = _Request(send, self._clock)
+        # _Request(send, clock), without the __init__ frame: the hot path.
+        request = _new_request(_Request)
+        request.clock = self._clock
+        request.downstream = send
+        request.mode = _UNTIMED
+        request.state = _QUEUED
         seconds = self._seconds
         if seconds is None:
             try:
@@ -551,7 +554,7 @@ class ResilienceMiddleware:
             if bulkhead is not None and bulkhead._in_flight < bulkhead._capacity and Policy._inline:
                 bulkhead._in_flight += 1
                 try:
-                    await self._inner(request, scope, receive)
+                    await self._guarded(request, scope, receive)
                 finally:
                     bulkhead._in_flight -= 1
                     if bulkhead._waiters:
@@ -661,20 +664,42 @@ class ResilienceMiddleware:
             raise error
         return _TIMED_OUT
 
-    async def _guarded(self, request: _Request, scope: Scope, receive: Receive) -> None:
-        """The app itself, inside the breaker's call."""
+    async def _guarded(
+        self, request: _Request, scope: Scope, receive: Receive, inside: bool = False
+    ) -> None:
+        """The app inside the circuit breaker: inline while the breaker is on
+        its fast path (closed), one frame for both; otherwise through the
+        breaker's call, which calls back here with ``inside=True``."""
+        breaker = None if inside else self._breaker
+        permit = 0
+        if breaker is not None:
+            if not (breaker._core.state is _CLOSED and breaker._fast and Policy._inline):
+                await breaker.call(self._guarded, request, scope, receive, True)
+                return
+            permit = breaker._core.epoch
         request.state = _ENTERED
         try:
             await self.app(scope, receive, request.send)
-        except BaseException:
+        except BaseException as exc:
             if request.mode and request.expired():
                 # A TimeoutError the breaker records; the middleware turns it
                 # into a 504 or an aborted connection.
                 request.error = error = self._timed_out(request.budget)
+                if breaker is not None:
+                    breaker._fast_failure(permit, error)
                 raise error from None
+            if breaker is not None and isinstance(exc, Exception):
+                breaker._fast_failure(permit, exc)
             raise
-        if self._breaker is not None and request.state >= _STARTED and request.status >= 500:
-            raise ServerErrorResponse(request.status)
+        if self._breaker is None:
+            return
+        if request.state >= _STARTED and request.status >= 500:
+            failure = ServerErrorResponse(request.status)
+            if breaker is None:
+                raise failure  # for the breaker's call to record
+            breaker._fast_failure(permit, failure)
+        elif breaker is not None:
+            breaker._fast_success(permit, None)
 
     def _header_budget(self, scope: Scope, seconds: float) -> float:
         name = self._header

@@ -460,6 +460,44 @@ async def test_the_apps_own_rejections_are_not_mistaken_for_the_middlewares() ->
             await c.get("/own-breaker")
 
 
+@pytest.mark.parametrize("inline", [True, False])
+async def test_the_inlined_and_the_called_breaker_record_the_same_outcomes(
+    inline: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While the breaker is closed the middleware runs its fast path inline;
+    # Policy._inline off (the Prometheus duration histogram) goes through
+    # breaker.call(). Both must record alike.
+    monkeypatch.setattr(resilience.Policy, "_inline", inline)
+    called = 0
+    original = CircuitBreaker.call
+
+    async def counting(self: CircuitBreaker, *args: Any) -> Any:
+        nonlocal called
+        called += 1
+        return await original(self, *args)
+
+    monkeypatch.setattr(CircuitBreaker, "call", counting)
+    clock = FakeClock()
+    app = App(clock)
+    b = CircuitBreaker("web", minimum_calls=100, clock=clock)
+    middleware = ResilienceMiddleware(app, breaker=b, timeout=1, max_concurrent=4, clock=clock)
+    async with client(middleware) as c:
+        assert (await c.get("/")).status_code == 200
+        app.status = 502
+        assert (await c.get("/")).status_code == 502
+        with pytest.raises(RuntimeError):
+            await c.get("/boom")
+        assert (await c.get("/sleep/5")).status_code == 504
+        with pytest.raises(BulkheadFullError):
+            await c.get("/own-bulkhead")
+        app.status = 404
+        assert (await c.get("/")).status_code == 404
+    stats = b.stats
+    assert (stats.successful_total, stats.failed_total) == (2, 4)
+    assert middleware.bulkhead is not None and middleware.bulkhead.stats.in_flight == 0
+    assert called == (0 if inline else 6)
+
+
 # Error bodies --------------------------------------------------------------------
 
 
