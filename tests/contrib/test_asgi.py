@@ -494,7 +494,8 @@ async def test_the_inlined_and_the_called_breaker_record_the_same_outcomes(
         assert (await c.get("/")).status_code == 404
     stats = b.stats
     assert (stats.successful_total, stats.failed_total) == (2, 4)
-    assert middleware.bulkhead is not None and middleware.bulkhead.stats.in_flight == 0
+    assert middleware.bulkhead is not None
+    assert middleware.bulkhead.stats.in_flight == 0
     assert called == (0 if inline else 6)
 
 
