@@ -102,16 +102,33 @@ class Timeout(Policy):
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         expiry = self._enter()
-        if expiry is None:
-            return await self._call_other(fn, *args, **kwargs)
-        try:
-            return await fn(*args, **kwargs)
-        except asyncio.CancelledError:
-            if expiry.fired and self._expired(expiry):
-                raise self._timed_out(self._seconds) from None
-            raise
-        finally:
-            self._leave(expiry)
+        if expiry is not None:
+            try:
+                return await fn(*args, **kwargs)
+            except asyncio.CancelledError:
+                if expiry.fired and self._expired(expiry):
+                    raise self._timed_out(self._seconds) from None
+                raise
+            finally:
+                self._leave(expiry)
+        seconds = self._seconds
+        outer = _current_deadline.get()
+        if outer is not None and outer.remaining() >= seconds:
+            outer = None  # ours is the tighter one
+        if outer is None and self._call_at is None and _get_running_loop() is None:
+            # trio: its own cancel scope, inline, for the one frame and the
+            # Deadline arithmetic _call_scoped would add.
+            trio = _trio()
+            limit = Deadline(_monotonic() + seconds, SYSTEM_CLOCK)
+            token = _current_deadline.set(limit)
+            try:
+                with trio.CancelScope(deadline=trio.current_time() + seconds):
+                    return await fn(*args, **kwargs)
+            finally:
+                _current_deadline.reset(token)
+            # Only reached when the scope swallowed its own cancellation.
+            raise self._timed_out(seconds)
+        return await self._call_scoped(outer, fn, *args, **kwargs)
 
     # The asyncio fast path, in three steps that embedders (the httpx
     # transport) call around their own await: a deque append on a timer
@@ -122,7 +139,7 @@ class Timeout(Policy):
         """Start timing the current asyncio task: its :class:`Expiry`, now
         queued and published as the deadline in force; or None when the
         fast path does not apply (trio, a fake clock, no task, or a tighter
-        deadline in force): use :meth:`_call_other` then."""
+        deadline in force): :meth:`call` takes its other paths then."""
         seconds = self._seconds
         outer = _current_deadline.get()
         if outer is not None and outer.remaining() < seconds:
@@ -182,29 +199,6 @@ class Timeout(Policy):
             # Our cancel was requested but the work swallowed it: take it
             # back so the task's cancellation count stays honest.
             task.uncancel()  # type: ignore[union-attr]
-
-    async def _call_other(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Where :meth:`_enter` declined."""
-        seconds = self._seconds
-        outer = _current_deadline.get()
-        if outer is not None and outer.remaining() >= seconds:
-            outer = None  # ours is the tighter one
-        if outer is None and self._call_at is None and _get_running_loop() is None:
-            # trio: its own cancel scope, inline, for the one frame and the
-            # Deadline arithmetic _call_scoped would add.
-            trio = _trio()
-            limit = Deadline(_monotonic() + seconds, SYSTEM_CLOCK)
-            token = _current_deadline.set(limit)
-            try:
-                with trio.CancelScope(deadline=trio.current_time() + seconds):
-                    return await fn(*args, **kwargs)
-            finally:
-                _current_deadline.reset(token)
-            # Only reached when the scope swallowed its own cancellation.
-            raise self._timed_out(seconds)
-        return await self._call_scoped(outer, fn, *args, **kwargs)
 
     async def _call_scoped(
         self,

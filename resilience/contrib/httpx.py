@@ -425,8 +425,9 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
       ``max_retry_after``: past it, the response is returned at once.
     - ``breaker``: with ``per_host=True`` a template from which each
       ``scheme://host:port`` gets its own breaker (named
-      ``<name>:<scheme>://<host>:<port>``), at most ``max_hosts`` kept (the oldest unused host goes first).
-      5xx responses and transport errors count as failures, 4xx as success.
+      ``<name>:<scheme>://<host>:<port>``), at most ``max_hosts`` kept (the
+      oldest unused host goes first). 5xx responses and transport errors
+      count as failures, 4xx as success.
     - ``timeout``: per attempt, up to the response headers; the body is read
       under httpx's own read timeout.
     - ``bulkhead``: bounds the requests in flight through this transport.
