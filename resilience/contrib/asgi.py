@@ -157,7 +157,9 @@ class _Timers:
     earliest entry: a heap push per request instead of a ``TimerHandle``
     (the middleware adds and removes entries inline). Requests of equal
     budget arrive in deadline order, so a request leaving usually finds its
-    entry last in the heap and pops it, which keeps it a heap.
+    entry last in the heap (requests one at a time) or first (concurrent
+    requests finish roughly in arrival order) and pops it, then the finished
+    entries behind it.
     A request's deadline only moves later (each message it sends pushes it
     on), so an entry is re-filed lazily when it comes up early; entries of
     finished requests are dropped when they come up, or all at once when
@@ -279,6 +281,11 @@ class _Request(Deadline):
                 self.at = _INF
                 if mode == _SCOPE:
                     self.scope.deadline = _INF
+                # No deadline from here on, and not this request as one: what
+                # the server schedules while sending the last message (a
+                # keep-alive timer) copies the context, which would keep the
+                # request and the server's per-request objects alive with it.
+                _current_deadline.set(None)
             elif mode == _TASK:
                 self.at = _monotonic() + self.budget
             else:
@@ -571,13 +578,20 @@ class ResilienceMiddleware:
         finally:
             _current_deadline.reset(token)
             request.task = None
-            # Timers.done, inlined.
+            # Timers.done, inlined. Leaving entries behind is not free: each
+            # keeps its request (and the server's per-request objects) alive,
+            # and the garbage collector runs on what accumulates.
             timers.live -= 1
             heap = timers.heap
-            if heap and heap[-1][2] is request:
-                heap.pop()
-            elif len(heap) > 2 * timers.live + timers.SLACK:
-                timers.compact()
+            if heap:
+                if heap[-1][2] is request:  # the newest: one request at a time
+                    heap.pop()
+                elif heap[0][2] is request:  # the oldest: concurrent requests
+                    _heappop(heap)
+                    while heap and heap[0][2].task is None:
+                        _heappop(heap)
+                elif len(heap) > 2 * timers.live + timers.SLACK:
+                    timers.compact()
         if request.fired:
             # The app caught our cancellation and returned anyway.
             request.fired = False

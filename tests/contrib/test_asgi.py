@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextvars
 import math
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -100,6 +101,10 @@ class App:
         elif path == "/own-breaker":
             raise CircuitOpenError(name="inner", retry_after=5.0)
         await respond(send, self.status)
+
+
+async def receive_nothing() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def client(app: Any) -> httpx.AsyncClient:
@@ -293,11 +298,33 @@ async def test_the_deadline_moves_on_as_the_response_progresses() -> None:
         seen.append(resilience.current_deadline().remaining())  # type: ignore[union-attr]
         await clock.sleep(0.5)
         await send({"type": "http.response.body", "body": b"done"})
-        seen.append(resilience.current_deadline().remaining())  # type: ignore[union-attr]
+        limit = resilience.current_deadline()  # none once the response is complete
+        seen.append(math.inf if limit is None else limit.remaining())
 
     async with client(ResilienceMiddleware(app, timeout=1, clock=clock)) as c:
         assert (await c.get("/")).text == "done"
     assert seen == [1.0, math.inf]
+
+
+async def test_what_the_server_schedules_at_the_last_message_does_not_hold_the_request() -> None:
+    # uvicorn arms its keep-alive timer while sending the last message; the
+    # timer keeps a copy of the context, so that copy must not carry the
+    # request as the deadline (it would keep every finished request alive).
+    contexts: list[contextvars.Context] = []
+
+    async def server_send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            contexts.append(contextvars.copy_context())
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert resilience.current_deadline() is not None
+        await respond(send)
+
+    middleware = ResilienceMiddleware(app, timeout=5)
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": []}
+    await middleware(scope, receive_nothing, server_send)
+    assert len(contexts) == 1
+    assert contexts[0].run(resilience.current_deadline) is None
 
 
 async def test_work_after_the_complete_response_is_not_bounded() -> None:
