@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: demo test lint typecheck docs examples bench clean redis
+.PHONY: demo test lint typecheck docs examples bench bench-wrk clean redis
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ redis:
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run $(ARGS)
+
+# HTTP throughput under uvicorn, loaded by wrk: bare ASGI app vs ResilienceMiddleware.
+bench-wrk: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -m benchmarks.asgi_wrk $(ARGS)
 
 clean:
 	rm -rf $(VENV) site build dist
