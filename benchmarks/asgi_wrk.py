@@ -124,25 +124,11 @@ PR_SET_PDEATHSIG = 1
 
 
 def build_app(config: str) -> Any:
-    from .cases_asgi import app
+    from .cases_asgi import app, full_middleware
 
     if config == "bare":
         return app
-    from resilience import CircuitBreaker
-    from resilience.contrib.asgi import ResilienceMiddleware
-
-    # The same settings as cases_asgi.ours(), so the in-process and the
-    # over-the-wire numbers describe the same middleware.
-    return ResilienceMiddleware(
-        app,
-        max_concurrent=100,
-        max_waiting=100,
-        timeout=10.0,
-        breaker=CircuitBreaker("bench-asgi"),
-        exclude_paths=("/health", "/metrics"),
-        deadline_header="X-Request-Timeout",
-        name="bench-asgi",
-    )
+    return full_middleware()
 
 
 def _die_with_parent() -> None:

@@ -69,11 +69,13 @@ def bare() -> Target:
     return target
 
 
-def ours() -> Target:
+def full_middleware() -> Any:
+    """``app`` inside ResilienceMiddleware with every feature on (also what
+    ``benchmarks.asgi_wrk`` serves, so both describe the same middleware)."""
     from resilience import CircuitBreaker
     from resilience.contrib.asgi import ResilienceMiddleware
 
-    middleware = ResilienceMiddleware(
+    return ResilienceMiddleware(
         app,
         max_concurrent=100,
         max_waiting=100,
@@ -83,6 +85,10 @@ def ours() -> Target:
         deadline_header="X-Request-Timeout",
         name="bench-asgi",
     )
+
+
+def ours() -> Target:
+    middleware = full_middleware()
 
     async def target() -> None:
         await middleware(_SCOPE, _receive, _send)
