@@ -11,11 +11,12 @@ holds the data and the rare paths.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
+from collections.abc import Callable
 from contextvars import Token
 from typing import Any
 
-from ._clock import SYSTEM_CLOCK
 from ._deadline import Deadline
 
 
@@ -27,24 +28,21 @@ class Expiry(Deadline):
 
     __slots__ = ("cancelling", "fired", "queue", "task", "token")
 
-    def __init__(
-        self, task: asyncio.Task[Any], at: float, queue: DeadlineQueue, cancelling: int
-    ) -> None:
-        # `at` is on loop.time(), which is time.monotonic() on asyncio's loops
-        # (uvloop: the same clock, cached per loop iteration).
-        self.at = at
-        self.clock = SYSTEM_CLOCK
-        self.task: asyncio.Task[Any] | None = task
-        self.fired = False
-        self.queue = queue
-        self.cancelling = cancelling
-        self.token: Token[Deadline | None]
+    # Built field by field by Timeout._enter (no __init__ frame on the hot
+    # path). `at` is on the queue's clock: loop.time(), which is
+    # time.monotonic() on asyncio's loops (uvloop: the same clock, cached per
+    # loop iteration).
+    cancelling: int
+    fired: bool
+    queue: DeadlineQueue
+    task: asyncio.Task[Any] | None
+    token: Token[Deadline | None]
 
 
 class DeadlineQueue:
     """Deadlines of one policy on one loop, in arrival (= deadline) order."""
 
-    __slots__ = ("entries", "handle", "live", "loop")
+    __slots__ = ("entries", "handle", "live", "loop", "now")
 
     # Entries that finished out of order wait behind a slow head; compact
     # when they outnumber the live ones by this much, so memory stays
@@ -53,6 +51,13 @@ class DeadlineQueue:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
+        # loop.time(), without its Python frame where it is only
+        # time.monotonic() (asyncio's own loops; uvloop's is C already).
+        self.now: Callable[[], float] = (
+            time.monotonic
+            if getattr(type(loop), "time", None) is asyncio.BaseEventLoop.time
+            else loop.time
+        )
         self.entries: deque[Expiry] = deque()
         self.handle: asyncio.TimerHandle | None = None
         self.live = 0
@@ -69,7 +74,7 @@ class DeadlineQueue:
     def expire(self) -> None:
         """Timer callback: cancel every call whose deadline has passed."""
         self.handle = None
-        now = self.loop.time()
+        now = self.now()
         entries = self.entries
         while entries:
             head = entries[0]

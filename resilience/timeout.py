@@ -30,6 +30,7 @@ _get_running_loop = asyncio._get_running_loop
 _current_task = asyncio.current_task
 _get_ident = threading.get_ident
 _monotonic = time.monotonic  # SYSTEM_CLOCK.now
+_new_expiry = object.__new__
 
 
 def _trio() -> Any:
@@ -150,7 +151,6 @@ class Timeout(Policy):
         cached = self._cache
         task = _current_task(cached[1]) if cached[0] == _get_ident() else None
         if task is not None:
-            loop: asyncio.AbstractEventLoop = cached[1]
             queue: DeadlineQueue = cached[2]
         else:
             running = _get_running_loop()
@@ -159,13 +159,18 @@ class Timeout(Policy):
             task = _current_task(running)
             if task is None:
                 return None
-            loop = running
             queue = DeadlineQueue(running)
             # One attribute, so a thread running another loop reads a
             # consistent triple. A call keeps the queue it started with, so
             # replacing it never strands a deadline.
             self._cache = (_get_ident(), running, queue)
-        expiry = Expiry(task, loop.time() + seconds, queue, task.cancelling())
+        expiry = _new_expiry(Expiry)
+        expiry.at = queue.now() + seconds
+        expiry.clock = SYSTEM_CLOCK
+        expiry.task = task
+        expiry.fired = False
+        expiry.queue = queue
+        expiry.cancelling = task.cancelling()
         queue.entries.append(expiry)
         queue.live += 1
         if queue.handle is None:
