@@ -107,10 +107,11 @@ _COMPLETE: Final = 3
 class ServerErrorResponse(Exception):
     """The application answered with a 5xx status.
 
-    The middleware raises it inside the circuit breaker's call once the
-    response is complete, so that the breaker records a failure; it never
-    escapes the middleware. It carries the status code only. A breaker given
-    a custom ``record`` must include it for 5xx responses to count.
+    Once the response is complete, the middleware gives it to the circuit
+    breaker as the outcome of the call, which the breaker classifies like
+    any exception (``record``, ``ignore``); it never escapes the middleware.
+    It carries the status code only. A breaker given a custom ``record``
+    must include it for 5xx responses to count.
 
     Example::
 
