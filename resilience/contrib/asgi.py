@@ -628,7 +628,7 @@ class ResilienceMiddleware:
                 request.mode = _SCOPE
                 if _get_running_loop() is None:
                     # trio: its own cancel scope and clock, without anyio's
-                    # wrappers around both (a third of the request's cost).
+                    # wrappers around both (a fifth of the request's cost).
                     trio = sys.modules["trio"]
                     request.now = now = trio.current_time
                     scope_type = trio.CancelScope
