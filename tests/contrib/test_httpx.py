@@ -587,3 +587,23 @@ async def test_both_paths_record_the_same_outcomes(
     # trio's Timeout runs in its own cancel scope: the policies' calls.
     inlined = inline and sniffio.current_async_library() == "asyncio"
     assert chained == (0 if inlined else 6)
+
+
+def test_the_host_key_agrees_with_httpx_public_url_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from resilience.contrib import httpx as transport_module
+
+    for url in (
+        "http://A.example/x",
+        "https://b.example:8443/",
+        "http://b.example:80/",
+        "http://[::1]/",
+    ):
+        parsed = httpx.URL(url)
+        assert transport_module._host_key(parsed) == transport_module._public_key(parsed)
+    # Should httpx change its private layout, the public properties are used.
+
+    def broken(url: httpx.URL) -> Any:
+        raise AttributeError("_uri_reference")
+
+    monkeypatch.setattr(transport_module, "_parsed_key", broken)
+    assert transport_module._pick_host_key() is transport_module._public_key
