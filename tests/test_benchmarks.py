@@ -117,3 +117,60 @@ def test_memory_module_runs_and_renders() -> None:
     text = render_markdown(memory)
     assert "## Memory" in text
     assert "| 2,000 |" in text
+
+
+# The two measurement drivers that need tools (wrk, valgrind) are not run by
+# the suite; their parsing and arithmetic are.
+
+WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:8000/items/1
+  1 threads and 32 connections
+  50000 requests in 5.00s, 4.50MB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 7
+Requests/sec:  10000.00
+Transfer/sec:      0.90MB
+"""
+
+
+def test_wrk_output_is_parsed_and_judged() -> None:
+    from benchmarks import asgi_wrk
+
+    run = asgi_wrk.parse_wrk(WRK_OUTPUT, "bare", 1)
+    assert (run.rps, run.requests, run.non_2xx, run.socket_errors) == (10000.0, 50000, 7, 3)
+    assert not run.valid
+    with pytest.raises(RuntimeError, match="Requests/sec"):
+        asgi_wrk.parse_wrk("garbage", "bare", 1)
+
+    def runs(bare_cpu: list[float], middleware_cpu: list[float]) -> list[asgi_wrk.WrkRun]:
+        out = []
+        for i, (b, m) in enumerate(zip(bare_cpu, middleware_cpu, strict=True)):
+            for config, cpu in (("bare", b), ("middleware", m)):
+                out.append(
+                    asgi_wrk.WrkRun(config, i, 1e6 / cpu, 50000, 0, 0, server_cpu_s=cpu * 0.05)
+                )
+        return out
+
+    steady = asgi_wrk.summarize(runs([80.0, 80.0, 80.0], [82.0, 82.0, 82.0]))
+    assert steady["verdict"] == "PASS"  # 80/82 = 97.6 %
+    assert steady["median_extra_cpu_us"] == pytest.approx(2.0)
+    costly = asgi_wrk.summarize(runs([80.0, 80.0, 80.0], [90.0, 90.0, 90.0]))
+    assert costly["verdict"] == "FAIL"
+    noisy = asgi_wrk.summarize(runs([70.0, 80.0, 95.0], [82.0, 84.0, 90.0]))
+    assert noisy["verdict"] == "INCONCLUSIVE"
+
+
+def test_instruction_counts_become_per_call_figures() -> None:
+    from benchmarks import instructions
+
+    stderr = "==123== Events    : Ir\n==123== Collected : 4567890\n==123==\n"
+    found = instructions.COLLECTED.search(stderr)
+    assert found is not None
+    assert found.group(1) == "4567890"
+    rows = {row.key: row for row in instructions.build_rows()}
+    bare, ours = rows["asgi.bare"], rows["asgi.middleware"]
+    bare.ir = {2000: 10_000_000, 12000: 60_000_000}  # 5,000 per call
+    ours.ir = {2000: 20_000_000, 12000: 120_000_000}  # 10,000 per call
+    results = {r["key"]: r for r in instructions.analyse([bare, ours], 2000, 12000)}
+    assert results["asgi.middleware"]["instructions_per_call"] == 10_000
+    assert results["asgi.middleware"]["extra"] == 5_000
+    assert results["asgi.middleware"]["ratio_to_baseline"] == 2.0
