@@ -400,23 +400,17 @@ def versions() -> dict[str, str]:
         wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=5)
         out["wrk"] = (wrk.stdout + wrk.stderr).split("Copyright")[0].strip()
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        git = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if git.returncode == 0:
-            dirty = subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=5,
-            )
-            out["commit"] = git.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        head = _git("rev-parse", "--short", "HEAD")
+        if head.returncode == 0:
+            dirty = _git("status", "--porcelain", "--untracked-files=no").stdout.strip()
+            out["commit"] = head.stdout.strip() + ("+dirty" if dirty else "")
     return out
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=5, check=False
+    )
 
 
 def check_tools(loop: str, pinned: bool) -> None:
