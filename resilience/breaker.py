@@ -408,7 +408,9 @@ class CircuitBreaker(Policy):
         call = self.call
 
         # call()'s fast path and rejection, inlined so that a decorated call
-        # costs one coroutine frame, not two. Keep the two in step.
+        # costs one coroutine frame, not two; the closed path records through
+        # _fast_success/_fast_failure, as the httpx transport and the ASGI
+        # middleware do.
         @functools.wraps(fn)
         async def breaker_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
             if core.state is _CLOSED:
@@ -417,13 +419,9 @@ class CircuitBreaker(Policy):
                     try:
                         result = await fn(*args, **kwargs)
                     except Exception as exc:
-                        breaker._settle(permit, breaker._classify(exc), 0.0, breaker._timing)
+                        breaker._fast_failure(permit, exc)
                         raise
-                    predicate = breaker._failure_result
-                    if predicate is not None and predicate(result):
-                        breaker._settle(permit, _FAILED, 0.0, breaker._timing)
-                    elif core.success(permit, breaker._now() if breaker._timing else None):
-                        breaker._follow_up()
+                    breaker._fast_success(permit, result)
                     return result
             elif not breaker._shared:
                 now = breaker._now()
