@@ -567,9 +567,7 @@ class ResilienceMiddleware:
                 try:
                     await self._guarded(request, scope, receive)
                 finally:
-                    bulkhead._in_flight -= 1
-                    if bulkhead._waiters:
-                        bulkhead._dispatch()
+                    bulkhead._release()
             else:
                 await self._run(request, scope, receive)
             outcome = 0
