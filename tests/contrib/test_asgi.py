@@ -21,6 +21,7 @@ from resilience.errors import BulkheadFullError, CircuitOpenError
 from resilience.events import BulkheadRejected, CallRejected, Event, TimedOut
 from resilience.testing import FakeClock
 from tests.servers import serve
+from tests.spies import count_async_calls
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -495,15 +496,7 @@ async def test_the_inlined_and_the_called_breaker_record_the_same_outcomes(
     # Policy._inline off (the Prometheus duration histogram) goes through
     # breaker.call(). Both must record alike.
     monkeypatch.setattr(resilience.Policy, "_inline", inline)
-    called = 0
-    original = CircuitBreaker.call
-
-    async def counting(self: CircuitBreaker, *args: Any) -> Any:
-        nonlocal called
-        called += 1
-        return await original(self, *args)
-
-    monkeypatch.setattr(CircuitBreaker, "call", counting)
+    called = count_async_calls(monkeypatch, CircuitBreaker, "call")
     clock = FakeClock()
     app = App(clock)
     b = CircuitBreaker("web", minimum_calls=100, clock=clock)
@@ -523,7 +516,7 @@ async def test_the_inlined_and_the_called_breaker_record_the_same_outcomes(
     assert (stats.successful_total, stats.failed_total) == (2, 4)
     assert middleware.bulkhead is not None
     assert middleware.bulkhead.stats.in_flight == 0
-    assert called == (0 if inline else 6)
+    assert called.calls == (0 if inline else 6)
 
 
 # Error bodies --------------------------------------------------------------------

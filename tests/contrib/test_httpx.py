@@ -24,6 +24,7 @@ from resilience.contrib.httpx import (
 from resilience.events import Event, RetryScheduled
 from resilience.testing import FakeClock
 from tests.servers import free_port, serve
+from tests.spies import count_async_calls
 
 URL = "https://api.test/items"
 
@@ -559,15 +560,7 @@ async def test_both_paths_record_the_same_outcomes(
 ) -> None:
     # Policy._inline is the switch the Prometheus duration histogram turns off.
     monkeypatch.setattr(resilience.Policy, "_inline", inline)
-    chained = 0
-    original = AsyncResilientTransport._chained
-
-    async def counting(self: AsyncResilientTransport, *args: Any) -> httpx.Response:
-        nonlocal chained
-        chained += 1
-        return await original(self, *args)
-
-    monkeypatch.setattr(AsyncResilientTransport, "_chained", counting)
+    chained = count_async_calls(monkeypatch, AsyncResilientTransport, "_chained")
     upstream = Upstream(200, 404, 503, httpx.ReadError("x"), 500, 200)
     breaker = CircuitBreaker("b", minimum_calls=100, failure_result=lambda r: r.status_code == 404)
     bulkhead = Bulkhead(1)
@@ -586,7 +579,7 @@ async def test_both_paths_record_the_same_outcomes(
     assert bulkhead.stats.in_flight == 0
     # trio's Timeout runs in its own cancel scope: the policies' calls.
     inlined = inline and sniffio.current_async_library() == "asyncio"
-    assert chained == (0 if inlined else 6)
+    assert chained.calls == (0 if inlined else 6)
 
 
 def test_the_host_key_agrees_with_httpx_public_url_parts(monkeypatch: pytest.MonkeyPatch) -> None:
