@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .policy import Policy
 
 _live: weakref.WeakSet[Policy] = weakref.WeakSet()
+_templates: weakref.WeakSet[Policy] = weakref.WeakSet()
 _counters: dict[str, itertools.count[int]] = {}
 
 
@@ -30,6 +31,19 @@ def generated_name(kind: str) -> str:
     return f"{kind}-{next(counter)}"
 
 
+def mark_template(policy: Policy) -> None:
+    """Leave ``policy`` out of what exporters read: it only serves as the
+    template of the policies derived from it (a transport's per-host breaker
+    template), which are read instead.
+
+    Example::
+
+        resilience.lowlevel.mark_template(template_breaker)
+    """
+    _templates.add(policy)
+
+
 def live_policies() -> Iterator[Policy]:
-    """A snapshot of the policies alive now."""
-    return iter(list(_live))
+    """A snapshot of the policies alive now (templates excluded)."""
+    templates = _templates
+    return iter([p for p in list(_live) if p not in templates])

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
+import contextlib
 import math
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar
 
 from ._clock import Clock
 from ._core.breaker import REJECTED, BreakerMachine
 from ._core.windows import CountWindow, TimeWindow, Window
 from ._matchers import ExceptionFilter, exception_matcher, exception_types, result_predicate
-from .errors import CircuitOpenError
+from .errors import BulkheadFullError, CircuitOpenError
 from .events import CallRejected, CircuitState, StateChanged, global_listeners
 from .policy import Policy
 
@@ -32,10 +31,17 @@ _UNTIMED = 0
 _END = 1
 _BOTH = 2
 
-# Outcome of a call that raised.
+# How a call's outcome is recorded.
 _SUCCEEDED = 0
 _FAILED = 1
-_IGNORED = 2
+_IGNORED = 2  # matched by `ignore`, or our own rejection: counted as ignored
+_NOTHING = 3  # cancellation and the like: not recorded at all
+
+# Our own rejections, raised by policies inside the breaker: not recorded
+# unless `record` names them.
+_REJECTIONS = (CircuitOpenError, BulkheadFullError)
+_UNLOCKED = contextlib.nullcontext()
+_get_ident = threading.get_ident
 
 _DEFAULT_WINDOW = CountWindow(100)
 
@@ -172,8 +178,10 @@ class CircuitBreaker(Policy):
         "_is_recorded",
         "_lock",
         "_now",
+        "_recorded_rejections",
         "_shared",
         "_slow_after",
+        "_thread",
         "_timing",
     )
 
@@ -273,11 +281,18 @@ class CircuitBreaker(Policy):
         self._is_recorded = is_recorded
         self._is_ignored = is_ignored
         self._failure_result = failure_predicate
+        if isinstance(record, tuple | type):
+            self._recorded_rejections: tuple[type[BaseException], ...] = tuple(
+                t for t in exception_types("record", record) if issubclass(t, _REJECTIONS)
+            )
+        else:
+            self._recorded_rejections = _REJECTIONS  # the predicate decides
         self._lock = threading.Lock()
-        # Set by the first sync call: from then on the async path takes the
-        # lock too, since threads may be using the breaker at the same time.
+        # The first thread to use the breaker runs it without a lock; once a
+        # second one does, every step takes the lock (`_shared`).
+        self._thread: int | None = None
         self._shared = False
-        # The async fast path: CLOSED, no start time to read, no lock to take.
+        # The fast path: CLOSED, no start time to read, no lock to take.
         self._fast = self._timing != _BOTH
 
     def derive(self, *, name: str | None = None, **overrides: Any) -> CircuitBreaker:
@@ -389,78 +404,70 @@ class CircuitBreaker(Policy):
             changes = self._core.take_changes()
         self._report(changes)
 
-    # Decorator -------------------------------------------------------------------
+    # The guard ------------------------------------------------------------------
 
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]], /
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
+    def admit(self) -> object:
+        """A permit for one call (the ticket), or a fresh :class:`CircuitOpenError`.
 
-    @overload
-    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
-        """Decorate ``fn``: every call of it runs under this breaker."""
-        if not inspect.iscoroutinefunction(fn):
-            return super().__call__(fn)
-        breaker = self
+        CLOSED, unshared and with no start time to read, the permit is the
+        machine's epoch, read without a lock; every other case goes through
+        :meth:`_admit_slow`.
+        """
         core = self._core
-        call = self.call
+        if core.state is _CLOSED and self._fast and self._thread == _get_ident():
+            return core.epoch
+        return self._admit_slow()
 
-        # call()'s fast path and rejection, inlined so that a decorated call
-        # costs one coroutine frame, not two; the closed path records through
-        # _fast_success/_fast_failure, as the httpx transport and the ASGI
-        # middleware do.
-        @functools.wraps(fn)
-        async def breaker_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            if core.state is _CLOSED:
-                if breaker._fast:
-                    permit = core.epoch
-                    try:
-                        result = await fn(*args, **kwargs)
-                    except Exception as exc:
-                        breaker._fast_failure(permit, exc)
-                        raise
-                    breaker._fast_success(permit, result)
-                    return result
-            elif not breaker._shared:
-                now = breaker._now()
-                if core.state is _OPEN and now < core.trial_at:
-                    core.rejected_total += 1  # acquire() would say REJECTED
-                    raise breaker._rejection(now)
-                permit = core.acquire(now)
-                if permit == REJECTED:
-                    raise breaker._rejection(now)
-                return await breaker._call_permitted(permit, now, fn, args, kwargs)
-            return await call(fn, *args, **kwargs)
+    async def wait(self) -> object:
+        raise AssertionError("CircuitBreaker.admit never asks to wait")
 
-        return breaker_wrapper
+    def wait_sync(self) -> object:
+        raise AssertionError("CircuitBreaker.admit never asks to wait")
 
-    # Async shell ----------------------------------------------------------------
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        core = self._core
-        if core.state is _CLOSED and not self._shared:
-            # The hot path: no permit to take, no object built, and no clock
-            # read unless a time window or slow-call detection needs one.
-            permit = core.epoch
+    def settle(
+        self, ticket: Any, error: BaseException | None, result: object
+    ) -> BaseException | None:
+        """Record the call's outcome (classified by ``record``, ``ignore`` and
+        ``failure_result``); cancellation records nothing and returns a
+        half-open permit. A predicate that raises settles the call as a
+        failure, and its exception propagates instead."""
+        if ticket.__class__ is int:
+            permit: int = ticket
+            start = 0.0
             timing = self._timing
-            start = self._now() if timing == _BOTH else 0.0
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                self._settle(permit, self._classify(exc), start, timing)
-                raise
-            predicate = self._failure_result
-            if predicate is not None and predicate(result):
-                self._settle(permit, _FAILED, start, timing)
-            elif timing == _BOTH:
-                self._settle(permit, _SUCCEEDED, start, timing)
-            elif core.success(permit, self._now() if timing else None):
-                self._follow_up()
-            return result
+            if error is None and self._failure_result is None and not self._shared:
+                # The hot path: a success in CLOSED, with no slow-call timing.
+                if self._core.success(permit, self._now() if timing else None):
+                    self._follow_up()
+                return None
+        else:
+            permit, start, timing = ticket
+            if permit < 0:
+                return error  # disabled: nothing to record
+        try:
+            outcome = self._classify(error, result)
+        except Exception as exc:
+            self._record(permit, _FAILED, start, timing)
+            return exc
+        self._record(permit, outcome, start, timing)
+        return error
+
+    def _admit_slow(self) -> object:
+        ident = _get_ident()
+        if self._thread != ident:
+            if self._thread is None:
+                self._thread = ident
+            else:
+                # A second thread: from now on every step takes the lock.
+                self._shared = True
+                self._fast = False
         if self._shared:
-            return await self._call_locked(fn, *args, **kwargs)
+            return self._admit()
+        core = self._core
+        if core.state is _CLOSED:
+            if self._fast:
+                return core.epoch
+            return (core.epoch, self._now(), _BOTH)
         now = self._now()
         if core.state is _OPEN and now < core.trial_at:
             core.rejected_total += 1  # acquire() would say REJECTED
@@ -468,90 +475,9 @@ class CircuitBreaker(Policy):
         permit = core.acquire(now)
         if permit == REJECTED:
             raise self._rejection(now)
-        return await self._call_permitted(permit, now, fn, args, kwargs)
-
-    async def _call_permitted(
-        self,
-        permit: int,
-        start: float,
-        fn: Callable[..., Awaitable[T]],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> T:
-        """Unlocked: a call admitted outside CLOSED (a trial, or disabled)."""
-        core = self._core
         if core.changes:
             self._report(core.take_changes())
-        if permit < 0:
-            return await fn(*args, **kwargs)  # disabled
-        timing = _BOTH if self._slow_after is not None else _END
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            self._settle(permit, self._classify(exc), start, timing)
-            raise
-        except BaseException:
-            # Cancellation (or KeyboardInterrupt...): no outcome, but a
-            # half-open trial must give its permit back.
-            core.release(permit, False)
-            raise
-        predicate = self._failure_result
-        failed = predicate is not None and bool(predicate(result))
-        self._settle(permit, _FAILED if failed else _SUCCEEDED, start, timing)
-        return result
-
-    async def _call_locked(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        permit, start, timing = self._admit()
-        if permit < 0:
-            return await fn(*args, **kwargs)  # disabled
-        try:
-            result = await fn(*args, **kwargs)
-        except Exception as exc:
-            self._settle_locked(permit, self._classify(exc), start, timing, None)
-            raise
-        except BaseException:
-            self._release_locked(permit)
-            raise
-        self._settle_locked(permit, _SUCCEEDED, start, timing, result)
-        return result
-
-    # For code that inlines the fast path around its own await (the httpx
-    # transport): admitted with ``permit = core.epoch`` while
-    # ``core.state is CLOSED and breaker._fast``, then exactly one of these.
-
-    def _fast_success(self, permit: int, result: object) -> None:
-        predicate = self._failure_result
-        if predicate is not None and predicate(result):
-            self._settle(permit, _FAILED, 0.0, self._timing)
-        elif self._core.success(permit, self._now() if self._timing else None):
-            self._follow_up()
-
-    def _fast_failure(self, permit: int, exc: Exception) -> None:
-        self._settle(permit, self._classify(exc), 0.0, self._timing)
-
-    # Sync shell -----------------------------------------------------------------
-
-    def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        if not self._shared:
-            self._shared = True
-            self._fast = False
-        permit, start, timing = self._admit()
-        if permit < 0:
-            return fn(*args, **kwargs)  # disabled
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            self._settle_locked(permit, self._classify(exc), start, timing, None)
-            raise
-        except BaseException:
-            self._release_locked(permit)
-            raise
-        self._settle_locked(permit, _SUCCEEDED, start, timing, result)
-        return result
-
-    # Shared steps ----------------------------------------------------------------
+        return (permit, now, _BOTH if self._slow_after is not None else _END)
 
     def _admit(self) -> tuple[int, float, int]:
         """Under the lock: ``(permit, start, timing)``; raises when rejected."""
@@ -573,33 +499,23 @@ class CircuitBreaker(Policy):
             raise self._open_error(retry_after)
         return permit, now, _BOTH if self._slow_after is not None else _END
 
-    def _classify(self, exc: Exception) -> int:
-        if self._is_ignored is not None and self._is_ignored(exc):
+    def _classify(self, error: BaseException | None, result: object) -> int:
+        if error is None:
+            predicate = self._failure_result
+            return _FAILED if predicate is not None and predicate(result) else _SUCCEEDED
+        if not isinstance(error, Exception):
+            return _NOTHING  # cancellation, KeyboardInterrupt, SystemExit
+        if self._is_ignored is not None and self._is_ignored(error):
             return _IGNORED
-        return _FAILED if self._is_recorded(exc) else _SUCCEEDED
+        if isinstance(error, _REJECTIONS) and not isinstance(error, self._recorded_rejections):
+            return _IGNORED  # load shed inside us is not the dependency failing
+        return _FAILED if self._is_recorded(error) else _SUCCEEDED
 
-    def _settle(self, permit: int, outcome: int, start: float, timing: int) -> None:
-        """Unlocked (async, single loop): record a raised call's outcome."""
+    def _record(self, permit: int, outcome: int, start: float, timing: int) -> None:
         core = self._core
-        if outcome == _IGNORED:
-            core.release(permit, True)
-            return
-        end = self._now() if timing else None
-        slow = timing == _BOTH and end - start >= self._slow_after  # type: ignore[operator]
-        if core.record(permit, outcome == _FAILED, slow, end):
-            self._follow_up()
-
-    def _settle_locked(
-        self, permit: int, outcome: int, start: float, timing: int, result: object
-    ) -> None:
-        # The predicate is user code: run it outside the lock.
-        predicate = self._failure_result
-        if outcome == _SUCCEEDED and predicate is not None and predicate(result):
-            outcome = _FAILED
-        core = self._core
-        with self._lock:
-            if outcome == _IGNORED:
-                core.release(permit, True)
+        with self._lock if self._shared else _UNLOCKED:
+            if outcome >= _IGNORED:
+                core.release(permit, outcome == _IGNORED)
                 return
             end = self._now() if timing else None
             slow = timing == _BOTH and end - start >= self._slow_after  # type: ignore[operator]
@@ -609,10 +525,6 @@ class CircuitBreaker(Policy):
                 core.trip(self._now())
             changes = core.take_changes()
         self._report(changes)
-
-    def _release_locked(self, permit: int) -> None:
-        with self._lock:
-            self._core.release(permit, False)
 
     def _follow_up(self) -> None:
         core = self._core

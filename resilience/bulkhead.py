@@ -30,12 +30,13 @@ import math
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, ClassVar, ParamSpec, TypeVar, overload
+from typing import Any, ClassVar, ParamSpec, TypeVar
 
-from ._clock import SYSTEM_CLOCK, Clock
+from ._clock import Clock, SystemClock
+from ._protocol import WAIT
 from .errors import BulkheadFullError
 from .events import BulkheadRejected
 from .policy import Policy
@@ -247,7 +248,7 @@ class Bulkhead(Policy):
                 # Nobody ever waits, so the setting would silently do nothing.
                 raise ValueError(f"max_wait={max_wait!r} needs max_waiting >= 1, got max_waiting=0")
         call_at = None
-        if max_wait is not None and clock is not None and clock is not SYSTEM_CLOCK:
+        if max_wait is not None and clock is not None and not isinstance(clock, SystemClock):
             call_at = getattr(clock, "call_at", None)
             if not callable(call_at):
                 raise TypeError(
@@ -304,96 +305,40 @@ class Bulkhead(Policy):
         for waiter in granted:
             self._wake(waiter)
 
-    # The shells ------------------------------------------------------------
+    # The guard -------------------------------------------------------------
 
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        # Free permit: a check and an increment, atomic under the GIL (see
-        # the module docstring). No await happens before the try, so nothing
-        # can cancel us between taking the permit and guarding its release.
-        if self._in_flight < self._capacity:
-            self._in_flight += 1
-        elif not self._max_waiting:
-            self._acquire_nowait()  # no coroutine to build just to reject
-        else:
-            await self._acquire_async()
-        try:
-            return await fn(*args, **kwargs)
-        finally:
-            self._in_flight -= 1
-            if self._waiters:
-                self._dispatch()
+    def admit(self) -> object:
+        """Take a free permit (the ticket), reject, or ask the caller to :meth:`wait`.
 
-    def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        if self._in_flight < self._capacity:
-            self._in_flight += 1
-        elif not self._max_waiting:
-            self._acquire_nowait()
-        else:
-            self._acquire_sync()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self._in_flight -= 1
-            if self._waiters:
-                self._dispatch()
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]], /
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
-        """Decorate ``fn`` (``async def`` or plain ``def``).
-
-        The wrappers inline the bodies of :meth:`call` and :meth:`call_sync`:
-        one frame fewer per call than going through them.
+        A free permit is a check and an increment with no call between,
+        atomic under the GIL (see the module docstring).
         """
-        if not callable(fn):
-            return super().__call__(fn)  # raises the uniform TypeError
-        bulkhead = self
-        dispatch = self._dispatch
-        acquire_nowait = self._acquire_nowait
-        if inspect.iscoroutinefunction(fn):
-            acquire = self._acquire_async
+        if self._in_flight < self._capacity:
+            self._in_flight += 1
+            return True
+        if not self._max_waiting:
+            self._acquire_nowait()  # no waiter to build just to reject
+            return True
+        return WAIT
 
-            @functools.wraps(fn)
-            async def bulkhead_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                if bulkhead._in_flight < bulkhead._capacity:
-                    bulkhead._in_flight += 1
-                elif not bulkhead._max_waiting:
-                    acquire_nowait()
-                else:
-                    await acquire()
-                try:
-                    return await fn(*args, **kwargs)
-                finally:
-                    bulkhead._in_flight -= 1
-                    if bulkhead._waiters:
-                        dispatch()
+    async def wait(self) -> object:
+        """Wait for a permit (asyncio or trio), or raise BulkheadFullError."""
+        await self._acquire_async()
+        return True
 
-            return bulkhead_wrapper
+    def wait_sync(self) -> object:
+        """Wait for a permit in this thread, or raise BulkheadFullError."""
+        self._acquire_sync()
+        return True
 
-        acquire_sync = self._acquire_sync
-
-        @functools.wraps(fn)
-        def bulkhead_sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            if bulkhead._in_flight < bulkhead._capacity:
-                bulkhead._in_flight += 1
-            elif not bulkhead._max_waiting:
-                acquire_nowait()
-            else:
-                acquire_sync()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                bulkhead._in_flight -= 1
-                if bulkhead._waiters:
-                    dispatch()
-
-        return bulkhead_sync_wrapper
+    def settle(
+        self, ticket: object, error: BaseException | None, result: object
+    ) -> BaseException | None:
+        """Give the permit back (to the first waiter, if any)."""
+        self._in_flight -= 1
+        if self._waiters:
+            self._dispatch()
+        return error
 
     # The slow path ---------------------------------------------------------
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar, overload
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
 
+from ._plan import Plan
 from .policy import Policy
 
 __all__ = ["Pipeline"]
@@ -36,7 +35,7 @@ class Pipeline(Policy):
         async def charge(order_id: str) -> Receipt: ...
     """
 
-    __slots__ = ("_head", "_head_sync", "_policies", "_rest", "_rest_sync")
+    __slots__ = ("_policies",)
 
     _kind = "pipeline"
 
@@ -53,60 +52,25 @@ class Pipeline(Policy):
             raise ValueError("policies must name at least one policy, got none")
         super().__init__(name=name)
         self._policies: tuple[Policy, ...] = tuple(flat)
-        # Each policy calls the next one's bound `call` with the remaining
-        # chain as leading arguments, so a call through the pipeline builds
-        # no closure: head(p1.call, p2.call, fn, *args) -> p1.call(p2.call, fn, *args) ...
-        self._head = flat[0].call
-        self._rest = tuple(p.call for p in flat[1:])
-        self._head_sync = flat[0].call_sync
-        self._rest_sync = tuple(p.call_sync for p in flat[1:])
 
     @property
     def policies(self) -> tuple[Policy, ...]:
         """The composed policies, outermost first."""
         return self._policies
 
+    def _own_plan(self) -> Plan:
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = Plan(self._policies, owner=self)
+        return plan
+
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        head: Any = self._head
-        result: T = await head(*self._rest, fn, *args, **kwargs)
+        result: T = await self._own_plan().runner()(fn, *args, **kwargs)
         return result
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        head: Any = self._head_sync
-        result: T = head(*self._rest_sync, fn, *args, **kwargs)
+        result: T = self._own_plan().runner(sync=True)(fn, *args, **kwargs)
         return result
-
-    @overload
-    def __call__(
-        self, fn: Callable[P, Coroutine[Any, Any, T]], /
-    ) -> Callable[P, Coroutine[Any, Any, T]]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, T], /) -> Callable[P, T]: ...
-
-    def __call__(self, fn: Callable[P, Any], /) -> Callable[P, Any]:
-        """Decorate ``fn``: every call of it runs through the pipeline.
-
-        The async wrapper calls the outermost policy directly, as :meth:`call`
-        would: one coroutine frame fewer per call.
-        """
-        if (
-            not callable(fn)
-            or not inspect.iscoroutinefunction(fn)
-            or type(self).call is not _PIPELINE_CALL
-        ):
-            # Plain functions; or call() is wrapped (a subclass, or the
-            # Prometheus duration histogram): decorate through call().
-            return super().__call__(fn)
-        self._check_async(fn)
-        head: Any = self._head
-        rest = self._rest
-
-        @functools.wraps(fn)
-        async def pipeline_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return await head(*rest, fn, *args, **kwargs)
-
-        return pipeline_wrapper
 
     def _check_sync(self, fn: object) -> None:
         for policy in self._policies:
@@ -119,6 +83,3 @@ class Pipeline(Policy):
     def __repr__(self) -> str:
         inner = " | ".join(repr(p) for p in self._policies)
         return f"<Pipeline {self._name!r}: {inner}>"
-
-
-_PIPELINE_CALL = Pipeline.call

@@ -12,13 +12,13 @@ A policy wraps a call. It can be used three ways:
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
 from . import _registry
 from ._clock import SYSTEM_CLOCK, Clock
+from ._plan import Plan, _set_base_call
 from .events import Event, Listener, dispatch, global_listeners
 
 if TYPE_CHECKING:
@@ -33,10 +33,15 @@ T = TypeVar("T")
 class Policy:
     """Base class of every policy.
 
-    Subclasses implement :meth:`call` and :meth:`call_sync`. A subclass that
-    cannot run synchronously sets ``_sync_unsupported`` to the reason (one
-    that cannot wrap ``async def``, ``_async_unsupported``), and decorating
-    such a function with it, or with a pipeline holding it, fails at once.
+    A subclass takes one of the two shapes of :mod:`resilience.lowlevel`: a
+    guard (``admit``, ``wait``, ``wait_sync``, ``settle``) or a flow
+    (``start``), and then :meth:`call`, :meth:`call_sync` and decorating
+    work as they are, through a compiled :class:`~resilience.lowlevel.Plan`.
+    A policy of neither shape overrides :meth:`call` and :meth:`call_sync`
+    and wraps the rest of a chain through them. A subclass that cannot run
+    synchronously sets ``_sync_unsupported`` to the reason (one that cannot
+    wrap ``async def``, ``_async_unsupported``), and decorating such a
+    function with it, or with a pipeline holding it, fails at once.
 
     Example::
 
@@ -48,14 +53,9 @@ class Policy:
         data = await retry.call(client.get, url)
     """
 
-    __slots__ = ("__weakref__", "_clock", "_listeners", "_name")
+    __slots__ = ("__weakref__", "_clock", "_listeners", "_name", "_plan")
 
     _kind: ClassVar[str] = "policy"
-    # False while something wraps the policies' shells on the class (the
-    # Prometheus duration histogram): code that inlines a policy's fast path
-    # instead of calling its ``call`` (the httpx transport, the ASGI
-    # middleware) must then go through ``call``.
-    _inline: ClassVar[bool] = True
     _sync_unsupported: ClassVar[str | None] = None
     _async_unsupported: ClassVar[str | None] = None
 
@@ -67,6 +67,7 @@ class Policy:
         self._name = name if name is not None else _registry.generated_name(self._kind)
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._listeners: tuple[Listener, ...] = ()
+        self._plan: Plan | None = None
         _registry.register(self)
 
     @property
@@ -81,11 +82,19 @@ class Policy:
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` under this policy."""
-        raise NotImplementedError
+        result: T = await self._own_plan().runner()(fn, *args, **kwargs)
+        return result
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` under this policy, in the calling thread."""
-        raise NotImplementedError
+        result: T = self._own_plan().runner(sync=True)(fn, *args, **kwargs)
+        return result
+
+    def _own_plan(self) -> Plan:
+        plan = self._plan
+        if plan is None:
+            plan = self._plan = Plan((self,))
+        return plan
 
     @overload
     def __call__(
@@ -99,24 +108,7 @@ class Policy:
         """Decorate ``fn``: every call of it runs under this policy."""
         if not callable(fn):
             raise TypeError(f"{type(self).__name__} decorates a callable, got {fn!r}")
-        if inspect.iscoroutinefunction(fn):
-            self._check_async(fn)
-            call = self.call
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-                return await call(fn, *args, **kwargs)
-
-            return async_wrapper
-
-        self._check_sync(fn)
-        call_sync = self.call_sync
-
-        @functools.wraps(fn)
-        def sync_wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
-            return call_sync(fn, *args, **kwargs)
-
-        return sync_wrapper
+        return self._own_plan().decorate(fn, sync=not inspect.iscoroutinefunction(fn))
 
     def _check_sync(self, fn: object) -> None:
         """Raise at decoration time if this policy cannot wrap plain calls."""
@@ -170,3 +162,6 @@ class Policy:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name!r}>"
+
+
+_set_base_call(Policy.call)

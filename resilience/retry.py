@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -141,111 +141,35 @@ class Retry(Policy):
             retries=self._retries,
         )
 
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        start = self._start() if self._needs_start else 0.0
-        attempt = 1
-        delay = 0.0
-        while True:
-            try:
-                result = await fn(*args, **kwargs)
-            except Exception as exc:
-                next_delay = self._after_failure(attempt, delay, start, exc, None)
-                if next_delay is None:
-                    raise
-            else:
-                if self._on_result is None or not self._on_result(result):
-                    if attempt == 1:
-                        self._success_without_retry += 1
-                    else:
-                        self._success_with_retry += 1
-                    return result
-                next_delay = self._after_failure(attempt, delay, start, None, result)
-                if next_delay is None:
-                    return result
-            delay = next_delay
-            if delay > 0:
-                await self._clock.sleep(delay)
-            attempt += 1
+    @property
+    def on_result(self) -> Callable[[Any], bool] | None:
+        """The predicate that makes a result retryable, or None."""
+        return self._on_result
 
-    def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        start = self._start()
-        attempt = 1
-        delay = 0.0
-        while True:
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                next_delay = self._after_failure(attempt, delay, start, exc, None)
-                if next_delay is None:
-                    raise
-            else:
-                if self._on_result is None or not self._on_result(result):
-                    if attempt == 1:
-                        self._success_without_retry += 1
-                    else:
-                        self._success_with_retry += 1
-                    return result
-                next_delay = self._after_failure(attempt, delay, start, None, result)
-                if next_delay is None:
-                    return result
-            delay = next_delay
-            if delay > 0:
-                self._clock.sleep_sync(delay)
-            attempt += 1
+    # The flow -----------------------------------------------------------------
 
-    def _start(self) -> float:
-        if not self._needs_start:
-            return 0.0
+    def start(self) -> RetryRun:
+        """The decisions of one call (see :class:`RetryRun`): what
+        :meth:`call`, :meth:`call_sync`, pipelines and the httpx transports
+        drive, one attempt at a time.
+
+        Example::
+
+            run = retry.start()
+            delay = run.after(ConnectionError(), None)   # 0.1 (the schedule's first delay)
+        """
+        run = _new_run(RetryRun)
+        run.policy = self
+        run.attempt = 1
+        run.delay = 0.0
+        run.started = self._begin() if self._needs_start else 0.0
+        return run
+
+    def _begin(self) -> float:
         now = self._clock.now()
         if self._budget is not None:
             self._budget.record_call(now)
         return now
-
-    def _after_failure(
-        self,
-        attempt: int,
-        previous: float,
-        start: float,
-        exc: BaseException | None,
-        result: object,
-        hint: float | None = None,
-    ) -> float | None:
-        """The delay before the next attempt, or None to give up now.
-
-        Shared by every shell (async, sync, the httpx transports): everything
-        but the await. ``hint`` is a delay the other side asked for
-        (Retry-After); it replaces the schedule's.
-        """
-        if exc is not None and not self._is_retryable(exc):
-            self._count_failure(attempt)
-            if attempt > 1:
-                exc.add_note(
-                    f"resilience: Retry {self._name!r} stopped after {attempt} attempts "
-                    f"({type(exc).__name__} is not retried)"
-                )
-            return None
-        if attempt >= self._attempts:
-            self._give_up(attempt, "attempts", exc, result)
-            return None
-        delay = self._backoff.delay(attempt, previous) if hint is None else hint
-        limit = _current_deadline.get()
-        if limit is not None and delay >= limit.remaining():
-            # The next attempt could not finish in time: answer now with what
-            # we have rather than be cut off mid-wait.
-            self._give_up(attempt, "deadline", exc, result)
-            return None
-        if self._needs_start:
-            now = self._clock.now()
-            if self._max_elapsed is not None and now + delay - start > self._max_elapsed:
-                self._give_up(attempt, "max_elapsed", exc, result)
-                return None
-            if self._budget is not None and not self._budget.try_retry(now):
-                self._give_up(attempt, "budget", exc, result)
-                return None
-        self._retries += 1
-        if self._listeners or global_listeners:
-            self._emit(RetryScheduled(self._name, attempt, delay, exc, result))
-        return delay
 
     def _give_up(
         self,
@@ -274,3 +198,102 @@ class Retry(Policy):
 
     def __repr__(self) -> str:
         return f"<Retry {self._name!r} attempts={self._attempts} backoff={self._backoff!r}>"
+
+
+_new_run = object.__new__
+
+
+class RetryRun:
+    """One call's retry decisions: after each attempt, stop or wait and try again.
+
+    Sans-I/O: it never sleeps and never calls the work; the driver does both.
+
+    - :meth:`after`: judged by the policy's own rules (``on``,
+      ``on_result``); :meth:`retry`: the driver has judged the outcome
+      retryable by rules of its own (the httpx transports' HTTP rules) and
+      may pass a delay the server asked for as ``hint``; :meth:`stop`: the
+      driver stops for its own reasons. Each returns None to stop (counted in
+      the policy's stats) or the seconds to wait before the next attempt.
+
+    Example::
+
+        run = retry.start()
+        while True:
+            try:
+                result, error = await attempt(), None
+            except Exception as exc:
+                result, error = None, exc
+            delay = run.after(error, result)
+            if delay is None:
+                break
+            await retry.clock.sleep(delay)
+    """
+
+    __slots__ = ("attempt", "delay", "policy", "started")
+
+    attempt: int
+    """The attempt just made, counting from 1."""
+    delay: float
+    """The last delay answered (0.0 before any)."""
+    policy: Retry
+    started: float
+
+    def after(self, error: BaseException | None, result: object) -> float | None:
+        """After an attempt that raised ``error`` (or returned ``result``)."""
+        retry = self.policy
+        if error is None:
+            on_result = retry._on_result
+            if on_result is None or not on_result(result):
+                retry._count_success(self.attempt)
+                return None
+        elif not isinstance(error, Exception):
+            return None  # cancellation and the like: propagate, count nothing
+        elif not retry._is_retryable(error):
+            retry._count_failure(self.attempt)
+            if self.attempt > 1:
+                error.add_note(
+                    f"resilience: Retry {retry._name!r} stopped after {self.attempt} attempts "
+                    f"({type(error).__name__} is not retried)"
+                )
+            return None
+        return self.retry(error, result)
+
+    def retry(
+        self, error: BaseException | None, result: object, *, hint: float | None = None
+    ) -> float | None:
+        """After an attempt the driver judged retryable; ``hint`` (seconds the
+        other side asked for, such as ``Retry-After``) replaces the schedule's delay."""
+        retry = self.policy
+        attempt = self.attempt
+        if attempt >= retry._attempts:
+            retry._give_up(attempt, "attempts", error, result)
+            return None
+        delay = retry._backoff.delay(attempt, self.delay) if hint is None else hint
+        limit = _current_deadline.get()
+        if limit is not None and delay >= limit.remaining():
+            # The next attempt could not finish in time: answer now with what
+            # we have rather than be cut off mid-wait.
+            retry._give_up(attempt, "deadline", error, result)
+            return None
+        if retry._needs_start:
+            now = retry._clock.now()
+            if retry._max_elapsed is not None and now + delay - self.started > retry._max_elapsed:
+                retry._give_up(attempt, "max_elapsed", error, result)
+                return None
+            if retry._budget is not None and not retry._budget.try_retry(now):
+                retry._give_up(attempt, "budget", error, result)
+                return None
+        retry._retries += 1
+        if retry._listeners or global_listeners:
+            retry._emit(RetryScheduled(retry._name, attempt, delay, error, result))
+        self.attempt = attempt + 1
+        self.delay = delay
+        return delay
+
+    def stop(self, *, failed: bool) -> None:
+        """The driver stops for its own reasons (a request that is not safe to
+        repeat, a server asking for too long a wait): count the call."""
+        if failed:
+            self.policy._count_failure(self.attempt)
+        else:
+            self.policy._count_success(self.attempt)

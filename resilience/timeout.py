@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sys
-import threading
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-import anyio
-
-from ._clock import SYSTEM_CLOCK, Clock
+from . import _backend
+from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._deadline import Deadline
 from ._deadline import _current as _current_deadline
 from ._timer import DeadlineQueue, Expiry
@@ -21,28 +17,39 @@ from .errors import TimeoutError
 from .events import TimedOut
 from .policy import Policy
 
-__all__ = ["Timeout", "TimeoutStatistics"]
+__all__ = ["DeadlineGuard", "Timeout", "TimeoutStatistics"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_get_running_loop = asyncio._get_running_loop
-_current_task = asyncio.current_task
-_get_ident = threading.get_ident
-_monotonic = time.monotonic  # SYSTEM_CLOCK.now
+_current_task = _backend.current_task
+_get_ident = _backend.get_ident
 _new_expiry = object.__new__
-
-
-def _trio() -> Any:
-    # Only reached while trio runs this code, so it is imported already.
-    return sys.modules["trio"]
+_CancelledError = asyncio.CancelledError
 
 
 @dataclass(frozen=True, slots=True)
 class TimeoutStatistics:
-    """Running totals of a :class:`Timeout` since it was created."""
+    """Running totals of a :class:`Timeout` since it was created.
+
+    Example::
+
+        print(f"{timeout.stats.timeouts} calls timed out")
+    """
 
     timeouts: int
+
+
+class _Scope:
+    """The ticket of a call timed by a cancel scope (trio)."""
+
+    __slots__ = ("limit", "scope", "timer", "token")
+
+    def __init__(self, scope: Any, timer: Any, limit: float, token: Any) -> None:
+        self.scope = scope
+        self.timer = timer
+        self.limit = limit
+        self.token = token
 
 
 class Timeout(Policy):
@@ -52,12 +59,18 @@ class Timeout(Policy):
     next await), on asyncio and on trio alike. Inside a :class:`Retry` a
     timeout limits each attempt; outside it, the whole call. A cancellation
     that comes from outside is never mistaken for a timeout: it propagates
-    as a cancellation.
+    as a cancellation. A tighter deadline in force (an outer Timeout,
+    :func:`resilience.deadline`, the ASGI middleware's request budget) cuts
+    the work at that deadline instead.
 
     Only async callables can be timed out: a thread cannot be interrupted,
     so decorating a plain function raises ``TypeError``. For blocking code,
     use the blocking library's own timeout (sockets, HTTP clients) or run it
     in a :class:`PoolBulkhead` and time out the wait.
+
+    ``clock``: the timer runs on the policy's clock; a clock other than the
+    system clock must provide ``call_at(when, callback)``
+    (:class:`~resilience.testing.FakeClock` does).
 
     Example::
 
@@ -81,7 +94,7 @@ class Timeout(Policy):
         if not (seconds > 0 and math.isfinite(seconds)):
             raise ValueError(f"seconds must be a finite number > 0, got {seconds!r}")
         call_at = None
-        if clock is not None and clock is not SYSTEM_CLOCK:
+        if clock is not None and not isinstance(clock, SystemClock):
             call_at = getattr(clock, "call_at", None)
             if not callable(call_at):
                 raise TypeError(
@@ -91,6 +104,7 @@ class Timeout(Policy):
         self._seconds = float(seconds)
         self._call_at: Callable[[float, Callable[[], object]], Any] | None = call_at
         self._timeouts = 0
+        # (thread id, loop, queue): the queue of the loop last seen in that thread.
         self._cache: tuple[int, Any, Any] = (-1, None, None)
 
     @property
@@ -101,74 +115,31 @@ class Timeout(Policy):
     def stats(self) -> TimeoutStatistics:
         return TimeoutStatistics(timeouts=self._timeouts)
 
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        expiry = self._enter()
-        if expiry is not None:
-            try:
-                return await fn(*args, **kwargs)
-            except asyncio.CancelledError:
-                if expiry.fired and self._expired(expiry):
-                    raise self._timed_out(self._seconds) from None
-                raise
-            finally:
-                self._leave(expiry)
-        seconds = self._seconds
-        outer = _current_deadline.get()
-        if outer is not None and outer.remaining() >= seconds:
-            outer = None  # ours is the tighter one
-        if outer is None and self._call_at is None and _get_running_loop() is None:
-            # trio: its own cancel scope, inline, for the one frame and the
-            # Deadline arithmetic _call_scoped would add.
-            trio = _trio()
-            limit = Deadline(_monotonic() + seconds, SYSTEM_CLOCK)
-            token = _current_deadline.set(limit)
-            try:
-                with trio.CancelScope(deadline=trio.current_time() + seconds):
-                    return await fn(*args, **kwargs)
-            finally:
-                _current_deadline.reset(token)
-            # Only reached when the scope swallowed its own cancellation.
-            raise self._timed_out(seconds)
-        return await self._call_scoped(outer, fn, *args, **kwargs)
+    # The guard ----------------------------------------------------------------
 
-    # The asyncio fast path, in three steps that embedders (the httpx
-    # transport) call around their own await: a deque append on a timer
-    # shared by this policy's calls on this loop; no Task, no context
-    # manager, no timer handle per call.
-
-    def _enter(self) -> Expiry | None:
-        """Start timing the current asyncio task: its :class:`Expiry`, now
-        queued and published as the deadline in force; or None when the
-        fast path does not apply (trio, a fake clock, no task, or a tighter
-        deadline in force): :meth:`call` takes its other paths then."""
+    def admit(self) -> object:
+        """Start timing the current task; the ticket is its :class:`Expiry`
+        (asyncio), now queued and published as the deadline in force, or
+        an entered cancel scope (trio)."""
         seconds = self._seconds
-        outer = _current_deadline.get()
-        if outer is not None and outer.remaining() < seconds:
-            return None
         # Which loop, and which task? The cache answers without
         # asyncio._get_running_loop() (a getpid() call on 3.11); a task of
         # the cached loop being current proves that loop runs in this thread.
         cached = self._cache
         task = _current_task(cached[1]) if cached[0] == _get_ident() else None
-        if task is not None:
-            queue: DeadlineQueue = cached[2]
-        else:
-            running = _get_running_loop()
-            if running is None or self._call_at is not None:
-                return None
-            task = _current_task(running)
-            if task is None:
-                return None
-            queue = DeadlineQueue(running)
-            # One attribute, so a thread running another loop reads a
-            # consistent triple. A call keeps the queue it started with, so
-            # replacing it never strands a deadline.
-            self._cache = (_get_ident(), running, queue)
+        if task is None:
+            return self._admit_uncached()
+        queue: DeadlineQueue = cached[2]
+        outer = _current_deadline.get()
+        if outer is not None and outer.remaining() < seconds:
+            return self._admit_bounded(task, queue, outer)
         expiry = _new_expiry(Expiry)
         expiry.at = queue.now() + seconds
-        expiry.clock = SYSTEM_CLOCK
+        expiry.clock = self._clock
         expiry.task = task
         expiry.fired = False
+        expiry.handle = None
+        expiry.limit = seconds
         expiry.queue = queue
         expiry.cancelling = task.cancelling()
         queue.entries.append(expiry)
@@ -178,69 +149,128 @@ class Timeout(Policy):
         expiry.token = _current_deadline.set(expiry)
         return expiry
 
-    @staticmethod
-    def _expired(expiry: Expiry) -> bool:
-        """On a CancelledError with ``expiry.fired``: whether it is our
-        timeout (True) rather than an outer cancellation that came too."""
-        expiry.fired = False
-        return expiry.task.uncancel() <= expiry.cancelling  # type: ignore[union-attr]
+    async def wait(self) -> object:
+        raise AssertionError("Timeout.admit never asks to wait")
 
-    @staticmethod
-    def _leave(expiry: Expiry) -> None:
-        """Stop timing: always, however the work ended."""
+    def wait_sync(self) -> object:
+        raise TypeError(
+            f"Timeout {self._name!r} cannot time a plain call: {self._sync_unsupported}"
+        )
+
+    def settle(
+        self, ticket: Any, error: BaseException | None, result: object
+    ) -> BaseException | None:
+        """Stop timing; our own cancellation becomes :class:`~resilience.TimeoutError`."""
+        if ticket.__class__ is not Expiry:
+            return self._settle_scope(ticket, error)
+        expiry: Expiry = ticket
         _current_deadline.reset(expiry.token)
         task = expiry.task
         expiry.task = None
-        queue = expiry.queue
-        queue.live -= 1
-        entries = queue.entries
-        if entries and entries[0] is expiry:
-            entries.popleft()
-            while entries and entries[0].task is None:
+        if expiry.handle is not None:
+            expiry.handle.cancel()
+        else:
+            queue = expiry.queue
+            queue.live -= 1
+            entries = queue.entries
+            if entries and entries[0] is expiry:
                 entries.popleft()
-        elif len(entries) > 2 * queue.live + queue.SLACK:
-            queue.compact()
+                while entries and entries[0].task is None:
+                    entries.popleft()
+            elif len(entries) > 2 * queue.live + queue.SLACK:
+                queue.compact()
         if expiry.fired:
-            # Our cancel was requested but the work swallowed it: take it
-            # back so the task's cancellation count stays honest.
-            task.uncancel()  # type: ignore[union-attr]
+            # Our cancel was requested: take it back, so the task's count
+            # stays honest, whether the work raised it or swallowed it.
+            expiry.fired = False
+            ours = task.uncancel() <= expiry.cancelling  # type: ignore[union-attr]
+            if ours and isinstance(error, _CancelledError):
+                return self.timed_out(expiry.limit)
+        return error
 
-    async def _call_scoped(
-        self,
-        outer: Deadline | None,
-        fn: Callable[P, Awaitable[T]],
-        /,
-        *args: P.args,
-        **kwargs: P.kwargs,
-    ) -> T:
-        """The general path (trio, a fake clock, or a tighter outer deadline):
-        a cancel scope, cancelled by the clock's timer or by its deadline."""
-        limit = Deadline(self._clock.now() + self._seconds, self._clock) if outer is None else outer
-        seconds = max(0.0, limit.remaining())
-        call_at = getattr(limit.clock, "call_at", None) if limit.clock is not SYSTEM_CLOCK else None
-        token = _current_deadline.set(limit)
+    def _admit_uncached(self) -> object:
+        loop = _backend.running_loop()
+        if loop is None:
+            return self._enter_scope()
+        task = _current_task(loop)
+        if task is None:
+            raise RuntimeError(f"Timeout {self._name!r} needs an asyncio task to cancel")
+        # One attribute, so a thread running another loop reads a
+        # consistent triple. A call keeps the queue it started with, so
+        # replacing it never strands a deadline.
+        self._cache = (_get_ident(), loop, DeadlineQueue(loop, self._clock))
+        return self.admit()
+
+    def _admit_bounded(
+        self, task: asyncio.Task[Any], queue: DeadlineQueue, outer: Deadline
+    ) -> Expiry:
+        """A tighter deadline is in force: a timer of its own, at that deadline."""
+        expiry = _new_expiry(Expiry)
+        expiry.at = outer.at
+        expiry.clock = outer.clock
+        expiry.task = task
+        expiry.fired = False
+        expiry.queue = queue
+        expiry.limit = limit = max(0.0, outer.remaining())
+        expiry.cancelling = task.cancelling()
+        call_at = getattr(outer.clock, "call_at", None) if outer.clock is not SYSTEM_CLOCK else None
+        if call_at is not None:
+            expiry.handle = call_at(outer.at, expiry.fire)
+        else:
+            expiry.handle = queue.loop.call_later(limit, expiry.fire)
+        expiry.token = _current_deadline.set(expiry)
+        return expiry
+
+    def _enter_scope(self) -> _Scope:
+        """trio: a cancel scope, entered here and exited by :meth:`settle`."""
+        trio = _backend.trio()
+        limit = self._seconds
+        clock = self._clock
+        call_at = self._call_at
+        outer = _current_deadline.get()
+        if outer is not None and outer.remaining() < limit:
+            # The tighter deadline's clock runs the timer.
+            limit = max(0.0, outer.remaining())
+            clock = outer.clock
+            call_at = getattr(clock, "call_at", None) if clock is not SYSTEM_CLOCK else None
+        timer = None
+        if call_at is None:
+            scope = trio.CancelScope(deadline=trio.current_time() + limit)
+        else:
+            scope = trio.CancelScope()
+            timer = call_at(clock.now() + limit, scope.cancel)
+        token = _current_deadline.set(Deadline(clock.now() + limit, clock))
+        scope.__enter__()
+        return _Scope(scope, timer, limit, token)
+
+    def _settle_scope(self, ticket: _Scope, error: BaseException | None) -> BaseException | None:
+        if ticket.timer is not None:
+            ticket.timer.cancel()
+        _current_deadline.reset(ticket.token)
         try:
-            if call_at is not None:
-                with anyio.CancelScope() as scope:
-                    timer = call_at(limit.at, scope.cancel)
-                    try:
-                        return await fn(*args, **kwargs)
-                    finally:
-                        timer.cancel()
-            elif _get_running_loop() is None:
-                # trio: its own cancel scope costs less than anyio's wrapper.
-                trio = _trio()
-                with trio.CancelScope(deadline=trio.current_time() + seconds):
-                    return await fn(*args, **kwargs)
-            else:
-                with anyio.CancelScope(deadline=anyio.current_time() + seconds):
-                    return await fn(*args, **kwargs)
-        finally:
-            _current_deadline.reset(token)
-        # Only reached when the scope swallowed its own cancellation.
-        raise self._timed_out(seconds)
+            if error is None:
+                ticket.scope.__exit__(None, None, None)
+                return None
+            swallowed = ticket.scope.__exit__(type(error), error, error.__traceback__)
+        except BaseException as exc:  # the scope raised something else instead
+            return exc
+        return self.timed_out(ticket.limit) if swallowed else error
 
-    def _timed_out(self, seconds: float) -> TimeoutError:
+    def timed_out(self, seconds: float | None = None) -> TimeoutError:
+        """Count a timeout of this policy, emit ``TimedOut``, and return a fresh
+        :class:`~resilience.TimeoutError` for it.
+
+        The guard calls it when its timer fires; an integration that runs a
+        timer of its own under this policy's name (the ASGI middleware's
+        moving request budget) calls it to report through the same stats,
+        events and metrics.
+
+        Example::
+
+            raise timeout.timed_out()
+        """
+        if seconds is None:
+            seconds = self._seconds
         self._timeouts += 1
         if self._observed():
             self._emit(TimedOut(self._name, seconds))
@@ -251,3 +281,49 @@ class Timeout(Policy):
 
     def __repr__(self) -> str:
         return f"<Timeout {self._name!r} seconds={self._seconds!r}>"
+
+
+class DeadlineGuard(Timeout):
+    """A guard that bounds a call by the deadline in force, and does nothing without one.
+
+    For integrations that must honour :func:`resilience.deadline` (or the
+    ASGI middleware's request budget) when the user gave no
+    :class:`Timeout`: it is not a policy of the user's, so it has no name of
+    its own in metrics or events; the error it raises is a
+    :class:`~resilience.TimeoutError` named ``"deadline"``.
+
+    Example::
+
+        plan = Plan([breaker, DeadlineGuard(), bulkhead])
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        # Not Policy.__init__: nothing registered, so no metrics series.
+        self._name = "deadline"
+        self._clock = SYSTEM_CLOCK
+        self._listeners = ()
+        self._plan = None
+        self._seconds = math.inf
+        self._call_at = None
+        self._timeouts = 0
+        self._cache = (-1, None, None)
+
+    def admit(self) -> object:
+        if _current_deadline.get() is None:
+            return None
+        return super().admit()
+
+    def settle(
+        self, ticket: Any, error: BaseException | None, result: object
+    ) -> BaseException | None:
+        if ticket is None:
+            return error
+        return super().settle(ticket, error, result)
+
+    def timed_out(self, seconds: float | None = None) -> TimeoutError:
+        return TimeoutError(name=self._name, seconds=0.0 if seconds is None else seconds)
+
+    def __repr__(self) -> str:
+        return "<DeadlineGuard>"

@@ -1,0 +1,436 @@
+"""Plan: a chain of policies compiled once into the function that runs it.
+
+Everything that runs policies runs them through a plan: decorators,
+``Policy.call``, pipelines, the httpx transports and the ASGI middleware.
+
+A chain is cut into segments, innermost first. A *bracket* is a run of
+guards, optionally under one flow (a Retry), executed in one frame: the
+flow's loop around the guards' ``admit``/``settle`` pairs around the call.
+Any other policy *wraps* the rest of the chain through its own ``call``.
+``Retry | CircuitBreaker | Timeout | Bulkhead`` is one bracket: one frame,
+no closure and no object per call beyond the guards' tickets.
+
+Why code generation. A bracket for N guards is N nested ``try`` blocks with
+the guards' bound methods in local cells. A loop over a list of guards does
+the same work with a list, an index and a second loop to unwind, which costs
+more than the guards themselves; hand-written copies for 1, 2, 3... guards
+would be the same code written several times. So the bracket is written
+once, as the template below, and compiled per shape (number of guards,
+flow or not, sync or async, observed or not), the way ``dataclasses`` and
+``attrs`` build their methods. The source of every compiled shape is kept in
+``linecache``, so tracebacks show it.
+
+Observers. Each unobserved runner tests one global (``_observers``) per call;
+when it is not empty, the call goes to the plan's observed runner (compiled
+on first use), which times every policy's span and tells the observers.
+Nothing is patched, so what is built before an observer is registered is
+observed too.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import linecache
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._protocol import WAIT, CallObserver, Flow, Guard  # noqa: F401 (WAIT: the compiled code reads it)
+
+__all__ = ["Plan", "add_observer", "remove_observer"]
+
+_logger = logging.getLogger("resilience")
+_perf = time.perf_counter
+
+_observers: tuple[CallObserver, ...] = ()
+_observers_lock = threading.Lock()
+
+
+def add_observer(observer: CallObserver) -> None:
+    """Call ``observer(policy, error, seconds)`` for every policy span of every call.
+
+    Example::
+
+        spans = []
+        resilience.lowlevel.add_observer(lambda p, e, s: spans.append((p.name, s)))
+    """
+    global _observers
+    if not callable(observer):
+        raise TypeError(f"observer must be callable, got {observer!r}")
+    with _observers_lock:
+        _observers = (*_observers, observer)
+
+
+def remove_observer(observer: CallObserver) -> None:
+    """Stop calling an observer added with :func:`add_observer` (a no-op if it is not there).
+
+    Example::
+
+        resilience.lowlevel.remove_observer(log_slow)
+    """
+    global _observers
+    with _observers_lock:
+        _observers = tuple(o for o in _observers if o is not observer)
+
+
+def _notify(policy: Any, error: BaseException | None, seconds: float) -> None:
+    for observer in _observers:
+        try:
+            observer(policy, error, seconds)
+        except Exception:
+            _logger.exception("resilience: call observer %r raised", observer)
+
+
+# The bracket template -----------------------------------------------------
+
+
+def _bracket_source(
+    guards: int, flow: bool, inner: bool, observed: bool, sync: bool, bound: bool, check: bool
+) -> str:
+    """The source of ``make(...)``, which returns a runner of this shape."""
+    aw = "" if sync else "await "
+    call = f"{aw}inner(fn, *args, **kwargs)" if inner else f"{aw}fn(*args, **kwargs)"
+    lines: list[tuple[int, str]] = []
+
+    def guard(i: int, at: int) -> None:
+        admit = [
+            (at, f"t{i} = admit{i}()"),
+            (at, f"if t{i} is WAIT:"),
+            (at + 1, f"t{i} = {aw}wait{i}()"),
+        ]
+        if observed:
+            lines.append((at, f"s{i} = _perf()"))
+            lines.append((at, "try:"))
+            lines.extend((depth + 1, text) for depth, text in admit)
+            lines.append((at, "except BaseException as e:"))
+            lines.append((at + 1, f"_notify(policy{i}, e, _perf() - s{i})"))
+            lines.append((at + 1, "raise"))
+        else:
+            lines.extend(admit)
+        lines.append((at, "try:"))
+        if i + 1 < guards:
+            guard(i + 1, at + 1)
+        else:
+            lines.append((at + 1, f"result = {call}"))
+        lines.append((at, "except BaseException as e:"))
+        lines.append((at + 1, "error = e"))
+        lines.append((at, f"error = settle{i}(t{i}, error, result)"))
+        if observed:
+            lines.append((at, f"_notify(policy{i}, error, _perf() - s{i})"))
+
+    body = 2
+    if check:
+        lines.append((body, "if _observers:"))
+        lines.append((body + 1, f"return {aw}observed()(fn, *args, **kwargs)"))
+    if flow:
+        lines.append((body, "run = start()"))
+        if observed:
+            lines.append((body, "sf = _perf()"))
+        lines.append((body, "while True:"))
+        lines.append((body + 1, "result = error = None"))
+        lines.append((body + 1, "try:"))
+        if guards:
+            guard(0, body + 2)
+        else:
+            lines.append((body + 2, f"result = {call}"))
+        lines.append((body + 1, "except BaseException as e:"))
+        lines.append((body + 2, "error = e"))
+        lines.append((body + 1, "delay = run.after(error, result)"))
+        lines.append((body + 1, "if delay is None:"))
+        lines.append((body + 2, "break"))
+        lines.append((body + 1, "if delay:"))
+        lines.append((body + 2, f"{aw}sleep(delay)"))
+        if observed:
+            lines.append((body, "_notify(flow, error, _perf() - sf)"))
+    else:
+        lines.append((body, "result = error = None"))
+        guard(0, body)
+    lines.append((body, "if error is None:"))
+    lines.append((body + 1, "return result"))
+    # Raised from here, not from an except block: no implicit __context__;
+    # the local is cleared so the traceback does not keep a cycle alive.
+    lines.append((body, "try:"))
+    lines.append((body + 1, "raise error"))
+    lines.append((body, "finally:"))
+    lines.append((body + 1, "error = None"))
+
+    params = [f"admit{i}, wait{i}, settle{i}, policy{i}" for i in range(guards)]
+    params += ["flow", "start", "sleep", "inner", "observed", "fn"]
+    signature = "*args, **kwargs" if bound else "fn, /, *args, **kwargs"
+    head = [
+        f"def make({', '.join(params)}):",
+        f"    {'def' if sync else 'async def'} run({signature}):",
+    ]
+    return "\n".join(
+        [*head, *("    " * depth + text for depth, text in lines), "    return run", ""]
+    )
+
+
+_factories: dict[tuple[bool, ...] | tuple[Any, ...], Callable[..., Callable[..., Any]]] = {}
+_factory_lock = threading.Lock()
+_serial = itertools.count(1)
+
+
+def _factory(*shape: Any) -> Callable[..., Callable[..., Any]]:
+    make = _factories.get(shape)
+    if make is not None:
+        return make
+    with _factory_lock:
+        make = _factories.get(shape)
+        if make is None:
+            source = _bracket_source(*shape)
+            filename = f"<resilience plan {next(_serial)}: {shape}>"
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            namespace: dict[str, Any] = {}
+            exec(compile(source, filename, "exec"), globals(), namespace)
+            make = _factories[shape] = namespace["make"]
+    return make
+
+
+# Plans --------------------------------------------------------------------
+
+
+def _is_guard(policy: object) -> bool:
+    return isinstance(policy, Guard)
+
+
+def _is_flow(policy: object) -> bool:
+    return isinstance(policy, Flow)
+
+
+def _timed(policy: Any, call: Callable[..., Any], sync: bool) -> Callable[..., Any]:
+    """``call`` timed as ``policy``'s span (a wrapping policy, or a pipeline)."""
+    if sync:
+
+        def timed_sync(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            start = _perf()
+            try:
+                result = call(fn, *args, **kwargs)
+            except BaseException as exc:
+                _notify(policy, exc, _perf() - start)
+                raise
+            _notify(policy, None, _perf() - start)
+            return result
+
+        return timed_sync
+
+    async def timed(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        start = _perf()
+        try:
+            result = await call(fn, *args, **kwargs)
+        except BaseException as exc:
+            _notify(policy, exc, _perf() - start)
+            raise
+        _notify(policy, None, _perf() - start)
+        return result
+
+    return timed
+
+
+class Plan:
+    """A chain of policies, outermost first, compiled into the function that runs it.
+
+    - :meth:`runner` returns ``run(fn, *args, **kwargs)``: await it (or,
+      with ``sync=True``, call it) to run ``fn`` under the whole chain.
+    - :meth:`decorate` returns ``fn`` wrapped by the chain, in one frame
+      when the chain is one bracket.
+
+    Guards (:class:`~resilience.lowlevel.Guard`) next to each other, and one
+    flow (:class:`~resilience.lowlevel.Flow`, a Retry) right outside them,
+    run in one frame; any other policy runs the rest of the chain through
+    its own ``call``/``call_sync``. Runners are compiled on first use and
+    kept. ``owner`` (a Pipeline) is observed as one span around the chain.
+
+    Example::
+
+        plan = Plan([breaker, timeout, bulkhead])
+        run = plan.runner()
+        response = await run(send, request)
+    """
+
+    __slots__ = ("_lock", "_owner", "_policies", "_runners")
+
+    def __init__(self, policies: Sequence[Any], *, owner: Any = None) -> None:
+        policies = tuple(policies)
+        if not policies:
+            raise ValueError("a Plan needs at least one policy, got none")
+        self._policies = policies
+        self._owner = owner
+        self._runners: dict[tuple[bool, bool], Callable[..., Any]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def policies(self) -> tuple[Any, ...]:
+        return self._policies
+
+    def runner(self, *, sync: bool = False) -> Callable[..., Any]:
+        """``run(fn, *args, **kwargs)`` for this chain (async unless ``sync``)."""
+        run = self._runners.get((sync, False))
+        if run is None:
+            run = self._runners[sync, False] = self._compile(sync, False, None)
+        return run
+
+    def _observed(self, sync: bool) -> Callable[..., Any]:
+        run = self._runners.get((sync, True))
+        if run is None:
+            with self._lock:
+                run = self._runners.get((sync, True))
+                if run is None:
+                    run = self._runners[sync, True] = self._compile(sync, True, None)
+        return run
+
+    def check(self, fn: object, *, sync: bool) -> None:
+        """Raise TypeError now if a policy of the chain cannot wrap ``fn``."""
+        for policy in self._policies:
+            if sync:
+                policy._check_sync(fn)
+            else:
+                policy._check_async(fn)
+
+    def decorate(self, fn: Callable[..., Any], *, sync: bool) -> Callable[..., Any]:
+        """``fn`` wrapped by the chain (its metadata copied, as ``functools.wraps`` does)."""
+        self.check(fn, sync=sync)
+        wrapper = self._compile(sync, False, fn)
+        return functools.update_wrapper(wrapper, fn)
+
+    def _compile(self, sync: bool, observed: bool, bound: Any) -> Callable[..., Any]:
+        policies = self._policies
+        if sync:
+            for policy in policies:
+                reason = getattr(policy, "_sync_unsupported", None)
+                if reason is not None:
+                    raise TypeError(
+                        f"{type(policy).__name__} {policy.name!r} cannot run plain calls: {reason}"
+                    )
+        segments: list[tuple[Any, tuple[Any, ...]] | Any] = []
+        end = len(policies)
+        while end:
+            start = end
+            while start and _is_guard(policies[start - 1]):
+                start -= 1
+            guards = policies[start:end]
+            flow = None
+            if start and _is_flow(policies[start - 1]):
+                start -= 1
+                flow = policies[start]
+            if guards or flow is not None:
+                segments.append((flow, guards))
+            else:
+                start -= 1
+                segments.append(policies[start])
+            end = start
+        inner: Callable[..., Any] | None = None
+        last = len(segments) - 1
+        for index, segment in enumerate(segments):
+            outermost = index == last
+            check = outermost and not observed
+            if isinstance(segment, tuple):
+                flow, guards = segment
+                inner = self._bracket(
+                    flow,
+                    guards,
+                    inner,
+                    sync=sync,
+                    observed=observed,
+                    check=check,
+                    bound=bound if outermost else None,
+                )
+            else:
+                call = segment.call_sync if sync else segment.call
+                if type(segment).call is _BASE_CALL:
+                    raise TypeError(
+                        f"{type(segment).__name__} is neither a guard nor a flow and does "
+                        "not override call(): it cannot run anything"
+                    )
+                if observed:
+                    call = _timed(segment, call, sync)
+                inner = call if inner is None else functools.partial(call, inner)
+                if check:
+                    inner = self._checked(inner, sync)
+                if outermost and bound is not None:
+                    inner = _bind(inner, bound, sync)
+        assert inner is not None
+        if observed and self._owner is not None:
+            # Observed runners are never bound: decorate() compiles unobserved.
+            inner = _timed(self._owner, inner, sync)
+        return inner
+
+    def _bracket(
+        self,
+        flow: Any,
+        guards: tuple[Any, ...],
+        inner: Callable[..., Any] | None,
+        *,
+        sync: bool,
+        observed: bool,
+        check: bool,
+        bound: Any,
+    ) -> Callable[..., Any]:
+        make = _factory(
+            len(guards),
+            flow is not None,
+            inner is not None,
+            observed,
+            sync,
+            bound is not None,
+            check,
+        )
+        args: list[Any] = []
+        for guard in guards:
+            args += [guard.admit, guard.wait_sync if sync else guard.wait, guard.settle, guard]
+        start = sleep = None
+        if flow is not None:
+            start = flow.start
+            sleep = flow.clock.sleep_sync if sync else flow.clock.sleep
+        return make(
+            *args, flow, start, sleep, inner, functools.partial(self._observed, sync), bound
+        )
+
+    def _checked(self, run: Callable[..., Any], sync: bool) -> Callable[..., Any]:
+        """``run``, sent to the observed runner while observers are registered
+        (for a chain whose outermost policy wraps through its own call)."""
+        observed = functools.partial(self._observed, sync)
+        if sync:
+
+            def checked_sync(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+                if _observers:
+                    return observed()(fn, *args, **kwargs)
+                return run(fn, *args, **kwargs)
+
+            return checked_sync
+
+        async def checked(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            if _observers:
+                return await observed()(fn, *args, **kwargs)
+            return await run(fn, *args, **kwargs)
+
+        return checked
+
+    def __repr__(self) -> str:
+        return f"<Plan {' | '.join(repr(p) for p in self._policies)}>"
+
+
+def _bind(run: Callable[..., Any], fn: Any, sync: bool) -> Callable[..., Any]:
+    if sync:
+
+        def bound_sync(*args: Any, **kwargs: Any) -> Any:
+            return run(fn, *args, **kwargs)
+
+        return bound_sync
+
+    async def bound(*args: Any, **kwargs: Any) -> Any:
+        return await run(fn, *args, **kwargs)
+
+    return bound
+
+
+_BASE_CALL: Any = None
+
+
+def _set_base_call(call: Any) -> None:
+    """policy.py registers its base ``call``, which a wrapping policy must override."""
+    global _BASE_CALL
+    _BASE_CALL = call

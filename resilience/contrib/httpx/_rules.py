@@ -1,0 +1,327 @@
+"""What both transports share, decided without I/O: the HTTP retry rules, the
+policies per host, and the table of per-host breakers."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from resilience import Bulkhead, CircuitBreaker, Policy, Retry, Timeout, errors
+from resilience.lowlevel import DeadlineGuard, Plan, RetryRun, mark_template
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "RETRYABLE_STATUSES",
+    "ServerError",
+    "Settings",
+    "parse_retry_after",
+]
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+"""Methods retried on any transport error and on a retryable status."""
+
+RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
+"""Statuses retried by default (idempotent requests only)."""
+
+_RETRY_AFTER_STATUSES = frozenset({429, 503})
+# Nothing reached the server: safe to retry whatever the method.
+_NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+class ServerError(httpx.HTTPStatusError):
+    """How a 5xx response reaches the circuit breaker: as a failure it can
+    record (``record=`` may name ``httpx.HTTPStatusError``). The transport
+    unwraps it and returns the response."""
+
+
+class _ServerStatus:
+    """A guard right inside the breaker: a 5xx response settles as a
+    :class:`ServerError`, so the breaker classifies it like any failure."""
+
+    __slots__ = ()
+
+    _sync_unsupported = None
+
+    def admit(self) -> object:
+        return None
+
+    async def wait(self) -> object:  # pragma: no cover - admit never waits
+        return None
+
+    def wait_sync(self) -> object:  # pragma: no cover - admit never waits
+        return None
+
+    def settle(
+        self, ticket: object, error: BaseException | None, result: Any
+    ) -> BaseException | None:
+        if error is None and result.status_code >= 500:
+            try:
+                request = result.request
+            except RuntimeError:  # a transport that did not set it
+                request = None
+            return ServerError(
+                f"server error {result.status_code}", request=request, response=result
+            )
+        return error
+
+
+_SERVER_STATUS = _ServerStatus()
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header, or None if it is absent,
+    garbage, negative or in the past.
+
+    Accepts delta-seconds (``"120"``) and HTTP dates
+    (``"Wed, 21 Oct 2015 07:28:00 GMT"``).
+
+    Example::
+
+        parse_retry_after("3")                      # 3.0
+        parse_retry_after("soon")                   # None
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    wall = time.time() if now is None else now
+    seconds = (when - datetime.fromtimestamp(wall, UTC)).total_seconds()
+    return seconds if seconds >= 0 else None
+
+
+def replayable(request: httpx.Request) -> bool:
+    """Bytes bodies (and no body) can be sent again; a generator or file
+    stream may already be consumed."""
+    return isinstance(request.stream, httpx.ByteStream)
+
+
+def _idempotent(request: httpx.Request) -> bool:
+    # An Idempotency-Key header is the caller's promise that a repeat is safe.
+    return request.method in IDEMPOTENT_METHODS or "idempotency-key" in request.headers
+
+
+def _host_label(url: httpx.URL) -> str:
+    port = url.port
+    if port is None:
+        port = 443 if url.scheme == "https" else 80
+    return f"{url.scheme}://{url.host}:{port}"
+
+
+HostKey = tuple[str, str, int | None]
+
+
+def public_key(url: httpx.URL) -> HostKey:
+    return (url.scheme, url.host, url.port)
+
+
+def parsed_key(url: httpx.URL) -> HostKey:
+    # httpx keeps the parsed URL as a tuple (scheme, userinfo, host, port,
+    # ...), normalised as the public properties are: three item reads
+    # instead of three properties (which decode and re-check).
+    ref = url._uri_reference
+    return (ref[0], ref[2], ref[3])
+
+
+def pick_host_key() -> Callable[[httpx.URL], HostKey]:
+    # httpx's private layout is used only if it answers as its public API does.
+    probes = ("http://a.example/", "https://B.example:8443/x", "http://[::1]:80/")
+    try:
+        if all(parsed_key(httpx.URL(u)) == public_key(httpx.URL(u)) for u in probes):
+            return parsed_key
+    except (AttributeError, IndexError, TypeError):
+        pass
+    return public_key
+
+
+host_key = pick_host_key()
+
+
+class Host:
+    """One destination's breaker and the compiled chain of one attempt:
+    a request only looks its host up."""
+
+    __slots__ = ("breaker", "label", "run", "run_sync", "used")
+
+    def __init__(self, label: str, breaker: CircuitBreaker | None, settings: Settings) -> None:
+        self.label = label
+        self.breaker = breaker
+        # Looked up since the last eviction sweep passed it (second chance).
+        self.used = False
+        guards: list[Any] = [*settings.policies]
+        if breaker is not None:
+            guards += [breaker, _SERVER_STATUS]
+        sync = [*guards]
+        # Without a Timeout of the user's, a deadline in force still bounds
+        # the attempt, inside the breaker: a cut attempt is the host's failure.
+        guards.append(settings.timeout if settings.timeout is not None else DeadlineGuard())
+        if settings.bulkhead is not None:
+            guards.append(settings.bulkhead)
+            sync.append(settings.bulkhead)
+        self.run: Callable[..., Any] = Plan(guards).runner()
+        self.run_sync: Callable[..., Any] | None = Plan(sync).runner(sync=True) if sync else None
+
+
+class Settings:
+    """The policies, the HTTP retry rules and the per-host breakers of one transport."""
+
+    __slots__ = (
+        "breaker",
+        "bulkhead",
+        "hosts",
+        "lock",
+        "max_hosts",
+        "max_retry_after",
+        "per_host",
+        "policies",
+        "retry",
+        "shared",
+        "statuses",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        *,
+        retry: Retry | None,
+        breaker: CircuitBreaker | None,
+        timeout: Timeout | None,
+        bulkhead: Bulkhead | None,
+        policies: Sequence[Policy],
+        per_host: bool,
+        max_hosts: int,
+        max_retry_after: float,
+        retry_statuses: Collection[int],
+    ) -> None:
+        for param, value, kind in (
+            ("retry", retry, Retry),
+            ("breaker", breaker, CircuitBreaker),
+            ("timeout", timeout, Timeout),
+            ("bulkhead", bulkhead, Bulkhead),
+        ):
+            if value is not None and not isinstance(value, kind):
+                raise TypeError(f"{param} must be a {kind.__name__} or None, got {value!r}")
+        if isinstance(policies, Policy) or not all(isinstance(p, Policy) for p in policies):
+            raise TypeError(f"policies must be a sequence of Policy instances, got {policies!r}")
+        if not isinstance(per_host, bool):
+            raise TypeError(f"per_host must be a bool, got {per_host!r}")
+        if isinstance(max_hosts, bool) or not isinstance(max_hosts, int):
+            raise TypeError(f"max_hosts must be an int, got {max_hosts!r}")
+        if max_hosts < 1:
+            raise ValueError(f"max_hosts must be >= 1, got {max_hosts!r}")
+        if isinstance(max_retry_after, bool) or not isinstance(max_retry_after, int | float):
+            raise TypeError(f"max_retry_after must be a number, got {max_retry_after!r}")
+        if not (max_retry_after >= 0 and math.isfinite(max_retry_after)):
+            raise ValueError(
+                f"max_retry_after must be a finite number >= 0, got {max_retry_after!r}"
+            )
+        statuses = frozenset(retry_statuses)
+        if not all(isinstance(s, int) and 100 <= s <= 599 for s in statuses):
+            raise ValueError(f"retry_statuses must be HTTP status codes, got {retry_statuses!r}")
+        self.retry = retry
+        self.breaker = breaker
+        self.timeout = timeout
+        self.bulkhead = bulkhead
+        self.policies = tuple(policies)
+        self.per_host = per_host
+        self.max_hosts = max_hosts
+        self.max_retry_after = float(max_retry_after)
+        self.statuses = statuses
+        # Per host, oldest first.
+        self.hosts: dict[HostKey, Host] = {}
+        self.lock = threading.Lock()
+        # Without per-host breakers, every request shares one Host.
+        self.shared = None
+        if breaker is not None and per_host:
+            # Only the breakers derived from it run; it is their template.
+            mark_template(breaker)
+        else:
+            self.shared = Host("*", breaker, self)
+
+    def host_for(self, request: httpx.Request) -> Host:
+        shared = self.shared
+        if shared is not None:
+            return shared
+        url = request.url
+        key = host_key(url)
+        host = self.hosts.get(key)
+        if host is None:
+            return self._add_host(key, url)
+        host.used = True
+        return host
+
+    def _add_host(self, key: HostKey, url: httpx.URL) -> Host:
+        template = self.breaker
+        assert template is not None
+        with self.lock:  # transports are shared by threads
+            hosts = self.hosts
+            host = hosts.get(key)
+            if host is not None:
+                return host
+            label = _host_label(url)
+            host = Host(label, template.derive(name=f"{template.name}:{label}"), self)
+            hosts[key] = host
+            # Bounded: past the limit, a host goes with its breaker and metric
+            # series. Which one: the oldest not looked up since the sweep last
+            # passed it ("second chance", an LRU approximation that costs a hit
+            # a flag store instead of a reordering).
+            while len(hosts) > self.max_hosts:
+                oldest = next(iter(hosts))
+                candidate = hosts.pop(oldest)
+                if candidate.used:
+                    candidate.used = False
+                    hosts[oldest] = candidate
+        return host
+
+    def breakers(self) -> dict[str, CircuitBreaker]:
+        with self.lock:
+            hosts = list(self.hosts.values())
+        return {host.label: host.breaker for host in hosts if host.breaker}
+
+    def after_error(
+        self, run: RetryRun, request: httpx.Request, replayable: bool, exc: Exception
+    ) -> float | None:
+        """The delay before retrying after ``exc``, or None to raise it now."""
+        if not replayable or isinstance(exc, errors.CircuitOpenError | errors.BulkheadFullError):
+            run.stop(failed=True)
+            return None
+        if not (isinstance(exc, _NOTHING_SENT) or _idempotent(request)):
+            run.stop(failed=True)
+            return None
+        return run.after(exc, None)
+
+    def after_response(
+        self, run: RetryRun, request: httpx.Request, replayable: bool, response: httpx.Response
+    ) -> float | None:
+        """The delay before retrying after ``response`` (the caller closes it
+        first), or None to return it now."""
+        assert self.retry is not None
+        # The status first: most responses stop here, before any header lookup.
+        on_result = self.retry.on_result
+        if on_result is None:
+            retryable = response.status_code in self.statuses
+        else:
+            retryable = bool(on_result(response))
+        if not (retryable and replayable and _idempotent(request)):
+            run.stop(failed=False)
+            return None
+        hint = None
+        if response.status_code in _RETRY_AFTER_STATUSES:
+            hint = parse_retry_after(response.headers.get("retry-after"))
+            if hint is not None and hint > self.max_retry_after:
+                run.stop(failed=True)
+                return None
+        return run.retry(None, response, hint=hint)

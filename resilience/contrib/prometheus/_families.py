@@ -1,0 +1,161 @@
+"""The metric families: one table that the collector, ``describe()`` and the docs all read."""
+
+from __future__ import annotations
+
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.utils import floatToGoString
+
+from resilience import CircuitState
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "DURATION_OUTCOMES",
+    "FAMILIES",
+    "HISTOGRAM",
+    "HISTOGRAM_HELP",
+    "METRIC_NAMES",
+    "Series",
+    "family",
+    "le",
+]
+
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+"""Upper bounds (seconds) of the duration histogram's buckets, as prometheus_client's."""
+
+DURATION_OUTCOMES = ("success", "failure", "rejected", "timeout")
+"""The ``outcome`` label values of ``resilience_call_duration_seconds``."""
+
+_STATES = tuple(CircuitState)
+_BREAKER_OUTCOMES = ("success", "failure", "ignored", "rejected")
+_RETRY_OUTCOMES = (
+    "success_without_retry",
+    "success_with_retry",
+    "failed_without_retry",
+    "failed_with_retry",
+)
+
+# name -> (type, help, label names). The single source of the families: the
+# collector, describe() and the docs table are all read from here.
+FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "resilience_circuit_breaker_state": (
+        "gauge",
+        "Circuit breakers of this name in this state: 1 for the current state, "
+        "0 for the others (more only if several live breakers share a name).",
+        ("name", "state"),
+    ),
+    "resilience_circuit_breaker_transitions": (
+        "counter",
+        "Circuit breaker state changes by from_state and to_state "
+        "(a pair appears once it has happened).",
+        ("name", "from_state", "to_state"),
+    ),
+    "resilience_circuit_breaker_calls": (
+        "counter",
+        "Calls through a circuit breaker by outcome: success, failure (recorded as a "
+        "failure), ignored (an ignored exception), rejected (not run: breaker open).",
+        ("name", "outcome"),
+    ),
+    "resilience_circuit_breaker_slow_calls": (
+        "counter",
+        "Calls that took at least the breaker's slow_call_duration (successful or failed).",
+        ("name",),
+    ),
+    "resilience_retry_calls": (
+        "counter",
+        "Finished calls through a retry policy by outcome "
+        "(with_retry: more than one attempt was made).",
+        ("name", "outcome"),
+    ),
+    "resilience_retry_attempts": (
+        "counter",
+        "Attempts made by a retry policy, first attempts included: finished calls plus "
+        "retries (a call still running counts only its retries so far). "
+        "Retries = attempts - calls.",
+        ("name",),
+    ),
+    "resilience_bulkhead_in_flight": (
+        "gauge",
+        "Calls holding a bulkhead permit now (for a pool bulkhead: busy worker threads).",
+        ("name",),
+    ),
+    "resilience_bulkhead_waiting": (
+        "gauge",
+        "Callers waiting for a bulkhead permit now (for a pool bulkhead: queued calls).",
+        ("name",),
+    ),
+    "resilience_bulkhead_capacity": (
+        "gauge",
+        "A bulkhead's max_concurrent (its current value after resize), or a pool's workers.",
+        ("name",),
+    ),
+    "resilience_bulkhead_rejected": (
+        "counter",
+        "Calls a bulkhead rejected, at once or when their wait ran out.",
+        ("name",),
+    ),
+    "resilience_timeouts": (
+        "counter",
+        "Calls a timeout policy cancelled because their time was up.",
+        ("name",),
+    ),
+    "resilience_fallbacks": (
+        "counter",
+        "Failures (or rejected results) a fallback policy replaced with its substitute.",
+        ("name",),
+    ),
+}
+
+HISTOGRAM = "resilience_call_duration_seconds"
+HISTOGRAM_HELP = (
+    "Duration of calls through a policy, seen from its caller: success (returned), "
+    "rejected (CircuitOpenError or BulkheadFullError), timeout (resilience.TimeoutError), "
+    "failure (any other exception). Opt-in: instrument(durations=True)."
+)
+
+METRIC_NAMES: frozenset[str] = frozenset(
+    {f"{name}_total" if kind == "counter" else name for name, (kind, _, _) in FAMILIES.items()}
+    | {f"{HISTOGRAM}_bucket", f"{HISTOGRAM}_sum", f"{HISTOGRAM}_count"}
+)
+"""Every sample name the exporter can emit (the histogram's only with ``durations=True``)."""
+
+
+def le(bound: float) -> str:
+    """A bucket bound as the ``le`` label, formatted as prometheus_client does."""
+    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+    return text
+
+
+def family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
+    kind, help_text, labels = FAMILIES[name]
+    if kind == "counter":
+        return CounterMetricFamily(name, help_text, labels=labels)
+    return GaugeMetricFamily(name, help_text, labels=labels)
+
+
+class Series:
+    """Samples of one family keyed by label values. Several live policies may
+    share a name; their values are summed so a scrape never holds the same
+    series twice (Prometheus rejects duplicate series)."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def add(self, labels: tuple[str, ...], value: float) -> None:
+        self.values[labels] = self.values.get(labels, 0) + value

@@ -1,0 +1,79 @@
+"""The protocol between policies and everything that runs them.
+
+Every policy takes one of two shapes, and decorators, pipelines, the httpx
+transports and the ASGI middleware run them all through :class:`Plan`:
+
+- a :class:`Guard` (CircuitBreaker, Bulkhead, Timeout) brackets one attempt:
+  ``admit()`` without awaiting (a ticket, a fresh rejection, or
+  :data:`WAIT`), then exactly one ``settle(ticket, error, result)``;
+- a :class:`Flow` (Retry) is a sans-I/O decision object: ``start()`` gives a
+  run whose ``after(error, result)`` answers "stop" or "wait this long and
+  try again" (:class:`RetryRun`).
+
+A policy of neither shape (Fallback, PoolBulkhead, the aiobreaker adapter,
+most user policies) overrides ``call``/``call_sync`` and wraps the rest of
+the chain through them. Writing a policy of any of these kinds is supported:
+it composes, runs inside the transports and the middleware (``policies=``),
+and is observed like ours.
+
+Observers (:func:`add_observer`) are told each policy's span of each call;
+with none registered they cost one test per call.
+
+For integrations that keep a deadline of their own (the ASGI middleware's
+moving request budget), :data:`deadline_var` is the context variable that
+holds the deadline in force (:func:`resilience.current_deadline` reads it),
+and :func:`running_loop` and :func:`current_task` are the cheap asyncio probes
+the policies use (None on trio).
+
+Example::
+
+    from resilience import Policy
+    from resilience.lowlevel import WAIT, Plan
+
+    class InFlight(Policy):
+        \"\"\"A guard that counts the calls in progress.\"\"\"
+
+        def __init__(self) -> None:
+            super().__init__(name="in-flight")
+            self.count = 0
+
+        def admit(self) -> object:
+            self.count += 1
+            return None
+
+        async def wait(self) -> object: ...
+        def wait_sync(self) -> object: ...
+
+        def settle(self, ticket, error, result):
+            self.count -= 1
+            return error
+
+    run = Plan([CircuitBreaker("api"), InFlight()]).runner()
+    await run(fetch, url)
+"""
+
+from ._backend import current_task, running_loop
+from ._deadline import _current as deadline_var
+from ._plan import Plan, add_observer, remove_observer
+from ._protocol import WAIT, CallObserver, Flow, FlowRun, Guard
+from ._registry import live_policies, mark_template
+from .retry import RetryRun
+from .timeout import DeadlineGuard
+
+__all__ = [
+    "WAIT",
+    "CallObserver",
+    "DeadlineGuard",
+    "Flow",
+    "FlowRun",
+    "Guard",
+    "Plan",
+    "RetryRun",
+    "add_observer",
+    "current_task",
+    "deadline_var",
+    "live_policies",
+    "mark_template",
+    "remove_observer",
+    "running_loop",
+]
