@@ -17,12 +17,13 @@ from ._core.windows import CountWindow, TimeWindow
 from ._deadline import Deadline, current_deadline, deadline
 from ._version import __version__
 from .breaker import CircuitBreaker, CircuitBreakerStatistics
-from .bulkhead import Bulkhead, BulkheadStatistics, PoolBulkhead
+from .bulkhead import Bulkhead, BulkheadStatistics
 from .errors import BulkheadFullError, CircuitOpenError, ResilienceError, TimeoutError
 from .events import CircuitState
 from .fallback import Fallback
 from .pipeline import Pipeline
 from .policy import Policy
+from .pool import PoolBulkhead
 from .retry import Retry, RetryStatistics
 from .timeout import Timeout, TimeoutStatistics
 

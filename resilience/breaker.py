@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from ._clock import Clock
 from ._core.breaker import REJECTED, BreakerMachine
 from ._core.windows import CountWindow, TimeWindow, Window
 from ._matchers import ExceptionFilter, exception_matcher, exception_types, result_predicate
+from ._validate import count, optional_seconds, rate, seconds
 from .errors import BulkheadFullError, CircuitOpenError
 from .events import CallRejected, CircuitState, StateChanged, global_listeners
 from .policy import Policy
@@ -46,40 +46,6 @@ _get_ident = threading.get_ident
 _DEFAULT_WINDOW = CountWindow(100)
 
 _fresh_error = CircuitOpenError._fresh
-
-
-def _positive(param: str, value: object) -> float:
-    """A finite number > 0, else TypeError/ValueError naming ``param``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{param} must be a number, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{param} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _optional_positive(param: str, value: object) -> float | None:
-    if value is None:
-        return None
-    try:
-        return _positive(param, value)
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"{exc} (or None)") from None
-
-
-def _rate(param: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"{param} must be a number in (0, 1], got {value!r}")
-    if not 0 < value <= 1:
-        raise ValueError(f"{param} must be in (0, 1], got {value!r}")
-    return float(value)
-
-
-def _count(param: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{param} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{param} must be >= 1, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,22 +174,22 @@ class CircuitBreaker(Policy):
     ) -> None:
         if not isinstance(window, CountWindow | TimeWindow):
             raise TypeError(f"window must be a CountWindow or a TimeWindow, got {window!r}")
-        failure_rate = _rate("failure_rate", failure_rate)
-        slow_call_rate = _rate("slow_call_rate", slow_call_rate)
-        minimum = _count("minimum_calls", minimum_calls)
-        half_open = _count("half_open_calls", half_open_calls)
+        failure_rate = rate("failure_rate", failure_rate)
+        slow_call_rate = rate("slow_call_rate", slow_call_rate)
+        minimum = count("minimum_calls", minimum_calls, 1)
+        half_open = count("half_open_calls", half_open_calls, 1)
         consecutive = None
         if consecutive_failures is not None:
-            consecutive = _count("consecutive_failures", consecutive_failures)
-        slow_after = _optional_positive("slow_call_duration", slow_call_duration)
-        duration = _positive("open_duration", open_duration)
-        duration_max = _optional_positive("open_duration_max", open_duration_max)
+            consecutive = count("consecutive_failures", consecutive_failures, 1)
+        slow_after = optional_seconds("slow_call_duration", slow_call_duration)
+        duration = seconds("open_duration", open_duration)
+        duration_max = optional_seconds("open_duration_max", open_duration_max)
         if duration_max is not None and duration_max < duration:
             raise ValueError(
                 f"open_duration_max must be >= open_duration ({duration!r}), "
                 f"got {open_duration_max!r}"
             )
-        max_wait = _optional_positive("half_open_max_wait", half_open_max_wait)
+        max_wait = optional_seconds("half_open_max_wait", half_open_max_wait)
         is_recorded = exception_matcher("record", record)
         is_ignored = None
         if ignore != ():

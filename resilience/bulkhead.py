@@ -2,12 +2,12 @@
 
 Two isolation styles, both policies like the others:
 
-- :class:`Bulkhead`, semaphore isolation: at most ``max_concurrent`` calls
-  run at once, a bounded number wait in FIFO order, the rest are rejected.
-  It costs almost nothing when a permit is free.
-- :class:`PoolBulkhead`, thread isolation (Hystrix style): blocking callables
-  run on a small pool of threads that belongs to the bulkhead alone, with a
-  bounded queue in front of it.
+- :class:`Bulkhead` (here), semaphore isolation: at most ``max_concurrent``
+  calls run at once, a bounded number wait in FIFO order, the rest are
+  rejected. It costs almost nothing when a permit is free.
+- :class:`~resilience.PoolBulkhead` (:mod:`resilience.pool`), thread
+  isolation (Hystrix style): blocking callables run on a small pool of
+  threads that belongs to the bulkhead alone, with a bounded queue in front.
 
 Both report their in-flight, waiting and rejected counts through ``stats``
 and raise a fresh :class:`~resilience.BulkheadFullError` on each rejection.
@@ -25,41 +25,35 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
-import math
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
+from . import _backend
 from ._clock import Clock, SystemClock
+from ._parking import (
+    EXPIRED,
+    GONE,
+    GRANTED,
+    WAITING,
+    AsyncioWaiter,
+    ThreadWaiter,
+    TrioWaiter,
+    Waiter,
+    trio_abort,
+)
 from ._protocol import WAIT
+from ._validate import count, optional_seconds
 from .errors import BulkheadFullError
 from .events import BulkheadRejected
 from .policy import Policy
 
-__all__ = ["Bulkhead", "BulkheadStatistics", "PoolBulkhead"]
+__all__ = ["Bulkhead", "BulkheadStatistics"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-_get_running_loop = asyncio._get_running_loop
-_get_ident = threading.get_ident
-
-_trio_module: ModuleType | None = None
-
-
-def _trio() -> ModuleType:
-    """trio, imported on first use: ``import resilience`` must not need it."""
-    global _trio_module
-    if _trio_module is None:
-        import trio
-
-        _trio_module = trio
-    return _trio_module
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,100 +78,6 @@ class BulkheadStatistics:
     or a pool's ``workers``."""
     max_waiting: int
     """How many callers may wait: ``max_waiting``, or a pool's ``queue``."""
-
-
-def _check_count(parameter: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{parameter} must be an int, got {value!r}")
-    if value < minimum:
-        raise ValueError(f"{parameter} must be >= {minimum}, got {value!r}")
-    return value
-
-
-# Parked callers -----------------------------------------------------------
-#
-# A caller that cannot go on at once parks on a waiter. The waiter's state
-# changes only under the owner's lock; `wake()` resumes the caller, from any
-# thread, and returns False when the caller can no longer be resumed (its
-# event loop is closed or its trio run has ended).
-
-_WAITING = 0
-_GRANTED = 1  # the permit was handed over: the waiter owns it now
-_EXPIRED = 2  # max_wait ran out before a permit came
-_GONE = 3  # the caller left (cancelled) while waiting
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
-class _Waiter:
-    __slots__ = ("state",)
-
-    def __init__(self) -> None:
-        self.state = _WAITING
-
-    def wake(self) -> bool:
-        raise NotImplementedError
-
-
-class _AsyncioWaiter(_Waiter):
-    __slots__ = ("fut", "loop", "thread")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__()
-        self.loop = loop
-        self.fut: asyncio.Future[None] = loop.create_future()
-        self.thread = _get_ident()
-
-    def wake(self) -> bool:
-        try:
-            if _get_ident() == self.thread:
-                _resolve(self.fut)
-            else:
-                self.loop.call_soon_threadsafe(_resolve, self.fut)
-        except RuntimeError:  # the loop is closed
-            return False
-        return True
-
-
-class _TrioWaiter(_Waiter):
-    __slots__ = ("task", "thread", "token")
-
-    def __init__(self) -> None:
-        super().__init__()
-        lowlevel = _trio().lowlevel
-        self.task = lowlevel.current_task()
-        self.token = lowlevel.current_trio_token()
-        self.thread = _get_ident()
-
-    def wake(self) -> bool:
-        trio = _trio()
-        if _get_ident() == self.thread:
-            # Only code of the same run can execute in this thread while the
-            # task is parked, so rescheduling directly is allowed.
-            trio.lowlevel.reschedule(self.task)
-            return True
-        try:
-            self.token.run_sync_soon(trio.lowlevel.reschedule, self.task)
-        except trio.RunFinishedError:
-            return False
-        return True
-
-
-class _ThreadWaiter(_Waiter):
-    __slots__ = ("lock",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        # A pre-acquired lock is the cheapest one-shot signal between threads.
-        self.lock = threading.Lock()
-        self.lock.acquire()
-
-    def wake(self) -> bool:
-        self.lock.release()
-        return True
 
 
 # Bulkhead -----------------------------------------------------------------
@@ -237,16 +137,12 @@ class Bulkhead(Policy):
         name: str | None = None,
         clock: Clock | None = None,
     ) -> None:
-        _check_count("max_concurrent", max_concurrent, 1)
-        _check_count("max_waiting", max_waiting, 0)
-        if max_wait is not None:
-            if isinstance(max_wait, bool) or not isinstance(max_wait, int | float):
-                raise TypeError(f"max_wait must be a number or None, got {max_wait!r}")
-            if not (max_wait > 0 and math.isfinite(max_wait)):
-                raise ValueError(f"max_wait must be a finite number > 0 or None, got {max_wait!r}")
-            if max_waiting == 0:
-                # Nobody ever waits, so the setting would silently do nothing.
-                raise ValueError(f"max_wait={max_wait!r} needs max_waiting >= 1, got max_waiting=0")
+        count("max_concurrent", max_concurrent, 1)
+        count("max_waiting", max_waiting, 0)
+        max_wait = optional_seconds("max_wait", max_wait)
+        if max_wait is not None and max_waiting == 0:
+            # Nobody ever waits, so the setting would silently do nothing.
+            raise ValueError(f"max_wait={max_wait!r} needs max_waiting >= 1, got max_waiting=0")
         call_at = None
         if max_wait is not None and clock is not None and not isinstance(clock, SystemClock):
             call_at = getattr(clock, "call_at", None)
@@ -262,7 +158,7 @@ class Bulkhead(Policy):
         self._in_flight = 0
         self._rejected = 0
         # Insertion-ordered, with O(1) removal of a caller that leaves.
-        self._waiters: OrderedDict[_Waiter, None] = OrderedDict()
+        self._waiters: OrderedDict[Waiter, None] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -298,7 +194,7 @@ class Bulkhead(Policy):
 
             bulkhead.resize(bulkhead.max_concurrent * 2)
         """
-        _check_count("max_concurrent", max_concurrent, 1)
+        count("max_concurrent", max_concurrent, 1)
         with self._lock:
             self._capacity = max_concurrent
             granted = self._grant_locked()
@@ -344,14 +240,14 @@ class Bulkhead(Policy):
 
     async def _acquire_async(self) -> None:
         """Wait for a permit or raise BulkheadFullError; on return we hold one."""
-        loop = _get_running_loop()
+        loop = _backend.running_loop()
         if loop is not None:
             await self._wait_asyncio(loop)
         else:
             await self._wait_trio()
 
     async def _wait_asyncio(self, loop: asyncio.AbstractEventLoop) -> None:
-        waiter = _AsyncioWaiter(loop)
+        waiter = AsyncioWaiter(loop)
         if self._enqueue(waiter):
             return
         timer: Any = None
@@ -369,22 +265,17 @@ class Bulkhead(Policy):
         finally:
             if timer is not None:
                 timer.cancel()
-        if waiter.state != _GRANTED:
+        if waiter.state != GRANTED:
             raise self._rejection(waited=True)
 
     async def _wait_trio(self) -> None:
-        trio = _trio()
-        waiter = _TrioWaiter()
+        trio = _backend.trio()
+        waiter = TrioWaiter()
         if self._enqueue(waiter):
             return
-
-        def abort(_: object) -> Any:
-            if self._leave(waiter):
-                return trio.lowlevel.Abort.SUCCEEDED
-            # Granted or expired already: its wake-up is on its way, and a
-            # granted permit is kept; the cancellation lands at the next
-            # checkpoint, inside the call, whose `finally` returns the permit.
-            return trio.lowlevel.Abort.FAILED
+        # Granted or expired already, the cancellation lands at the next
+        # checkpoint, inside the call, which settles the permit it was given.
+        abort = trio_abort(lambda: self._leave(waiter))
 
         if self._max_wait is None:
             await trio.lowlevel.wait_task_rescheduled(abort)
@@ -399,12 +290,12 @@ class Bulkhead(Policy):
         else:
             with trio.move_on_after(self._max_wait):
                 await trio.lowlevel.wait_task_rescheduled(abort)
-            # The deadline's abort left the waiter _GONE: rejected below.
-        if waiter.state != _GRANTED:
+            # The deadline's abort left the waiter GONE: rejected below.
+        if waiter.state != GRANTED:
             raise self._rejection(waited=True)
 
     def _acquire_sync(self) -> None:
-        waiter = _ThreadWaiter()
+        waiter = ThreadWaiter()
         if self._enqueue(waiter):
             return
         timer: Any = None
@@ -425,7 +316,7 @@ class Bulkhead(Policy):
         finally:
             if timer is not None:
                 timer.cancel()
-        if waiter.state != _GRANTED:
+        if waiter.state != GRANTED:
             raise self._rejection(waited=True)
 
     def _acquire_nowait(self) -> None:
@@ -439,9 +330,9 @@ class Bulkhead(Policy):
                 return
         raise self._rejection(waited=False)
 
-    def _enqueue(self, waiter: _Waiter) -> bool:
+    def _enqueue(self, waiter: Waiter) -> bool:
         """Take a permit (True), queue ``waiter`` (False), or raise when full."""
-        granted: list[_Waiter] = []
+        granted: list[Waiter] = []
         with self._lock:
             if not self._waiters and self._in_flight < self._capacity:
                 self._in_flight += 1
@@ -464,9 +355,9 @@ class Bulkhead(Policy):
                 self._wake(other)
         return mine
 
-    def _grant_locked(self) -> list[_Waiter]:
+    def _grant_locked(self) -> list[Waiter]:
         """Hand free permits to the first waiters; the caller holds the lock."""
-        granted: list[_Waiter] = []
+        granted: list[Waiter] = []
         waiters = self._waiters
         while waiters:
             # Check and increment with no call between: see the module docstring.
@@ -474,7 +365,7 @@ class Bulkhead(Policy):
                 break
             self._in_flight += 1
             waiter = waiters.popitem(last=False)[0]
-            waiter.state = _GRANTED
+            waiter.state = GRANTED
             granted.append(waiter)
         return granted
 
@@ -484,7 +375,7 @@ class Bulkhead(Policy):
         for waiter in granted:
             self._wake(waiter)
 
-    def _wake(self, waiter: _Waiter) -> None:
+    def _wake(self, waiter: Waiter) -> None:
         if not waiter.wake():
             # Its loop or run is gone: the permit would never come back.
             self._release()
@@ -494,28 +385,28 @@ class Bulkhead(Policy):
         if self._waiters:
             self._dispatch()
 
-    def _expire(self, waiter: _Waiter) -> None:
+    def _expire(self, waiter: Waiter) -> None:
         """max_wait ran out (a timer callback)."""
         with self._lock:
-            if waiter.state != _WAITING:
+            if waiter.state != WAITING:
                 return
-            waiter.state = _EXPIRED
+            waiter.state = EXPIRED
             del self._waiters[waiter]
         waiter.wake()
 
-    def _leave(self, waiter: _Waiter) -> bool:
+    def _leave(self, waiter: Waiter) -> bool:
         """The caller gives up: True if it was still waiting (and is now gone)."""
         with self._lock:
-            if waiter.state != _WAITING:
+            if waiter.state != WAITING:
                 return False
-            waiter.state = _GONE
+            waiter.state = GONE
             del self._waiters[waiter]
             return True
 
-    def _abandon(self, waiter: _Waiter) -> None:
+    def _abandon(self, waiter: Waiter) -> None:
         """The caller is cancelled: leave the queue, or give back the permit
         that was handed over but never used."""
-        if not self._leave(waiter) and waiter.state == _GRANTED:
+        if not self._leave(waiter) and waiter.state == GRANTED:
             self._release()
 
     def _rejection(self, *, waited: bool) -> BulkheadFullError:
@@ -528,322 +419,4 @@ class Bulkhead(Policy):
         return (
             f"<Bulkhead {self._name!r} max_concurrent={self._capacity} "
             f"max_waiting={self._max_waiting} in_flight={self._in_flight}>"
-        )
-
-
-# PoolBulkhead -------------------------------------------------------------
-
-_QUEUED = 0
-_RUNNING = 1
-_DONE = 2
-_ABANDONED = 3  # the caller stopped waiting; the result is dropped
-
-
-class _Job:
-    __slots__ = ("args", "error", "fn", "kwargs", "result", "state", "waiter")
-
-    def __init__(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        waiter: _Waiter,
-    ) -> None:
-        self.fn = fn
-        self.args = args
-        self.kwargs = kwargs
-        self.waiter = waiter
-        self.state = _QUEUED
-        self.result: Any = None
-        self.error: BaseException | None = None
-
-    def outcome(self) -> Any:
-        error = self.error
-        if error is not None:
-            self.error = None  # no cycle through the traceback
-            raise error
-        return self.result
-
-
-class _Pool:
-    """What the worker threads hold: everything but the policy object, so a
-    PoolBulkhead that nobody references can be collected (its finalizer then
-    stops the threads)."""
-
-    __slots__ = (
-        "closed",
-        "cond",
-        "idle",
-        "lock",
-        "name",
-        "queue",
-        "queue_limit",
-        "rejected",
-        "running",
-        "threads",
-        "worker_idents",
-        "workers",
-    )
-
-    def __init__(self, workers: int, queue_limit: int, name: str) -> None:
-        self.workers = workers
-        self.queue_limit = queue_limit
-        self.name = name
-        self.lock = threading.Lock()
-        self.cond = threading.Condition(self.lock)
-        self.queue: OrderedDict[_Job, None] = OrderedDict()
-        self.running = 0
-        self.idle = 0
-        self.rejected = 0
-        self.closed = False
-        self.threads: list[threading.Thread] = []
-        self.worker_idents: set[int] = set()
-
-    def submit(self, job: _Job) -> bool:
-        """Queue ``job`` for a worker; False when the pool and queue are full."""
-        with self.lock:
-            if self.closed:
-                raise RuntimeError(f"PoolBulkhead {self.name!r} is closed")
-            if self.running + len(self.queue) >= self.workers + self.queue_limit:
-                self.rejected += 1
-                return False
-            self.queue[job] = None
-            # Threads start lazily: a new one only when the queued jobs
-            # outnumber the idle threads that could take them.
-            if len(self.queue) > self.idle and len(self.threads) < self.workers:
-                thread = threading.Thread(
-                    target=self._work,
-                    name=f"resilience-{self.name}-{len(self.threads) + 1}",
-                    # A pool the user forgot to close must not keep the
-                    # process alive; idle workers hold no work to lose.
-                    daemon=True,
-                )
-                self.threads.append(thread)
-                thread.start()
-            else:
-                self.cond.notify()
-        return True
-
-    def abandon(self, job: _Job) -> bool:
-        """The caller stops waiting: True unless the result is already on its way."""
-        with self.lock:
-            if job.state == _QUEUED:
-                del self.queue[job]
-            elif job.state != _RUNNING:
-                return job.state == _ABANDONED
-            job.state = _ABANDONED
-            return True
-
-    def _work(self) -> None:
-        ident = _get_ident()
-        with self.lock:
-            self.worker_idents.add(ident)
-        queue = self.queue
-        while True:
-            with self.lock:
-                while not queue:
-                    if self.closed:
-                        self.worker_idents.discard(ident)
-                        self.threads.remove(threading.current_thread())
-                        return
-                    self.idle += 1
-                    self.cond.wait()
-                    self.idle -= 1
-                job = queue.popitem(last=False)[0]
-                job.state = _RUNNING
-                self.running += 1
-            try:
-                result = job.fn(*job.args, **job.kwargs)
-                if inspect.isawaitable(result):
-                    if inspect.iscoroutine(result):
-                        result.close()  # never awaited, and no warning about it
-                    raise TypeError(
-                        f"PoolBulkhead {self.name!r} runs blocking callables; "
-                        f"{job.fn!r} returned an awaitable: use Bulkhead for async code"
-                    )
-                job.result = result
-            except BaseException as exc:  # delivered to the caller, who re-raises it
-                job.error = exc
-            with self.lock:
-                self.running -= 1
-                deliver = job.state == _RUNNING
-                if deliver:
-                    job.state = _DONE
-            if deliver:
-                job.waiter.wake()
-            else:
-                job.result = job.error = None
-            job.fn = job.args = job.kwargs = None  # type: ignore[assignment]
-            del job
-
-    def close(self, wait: bool = False) -> None:
-        with self.lock:
-            self.closed = True
-            self.cond.notify_all()
-            threads = list(self.threads)
-        if wait:
-            current = threading.current_thread()
-            for thread in threads:
-                if thread is not current:
-                    thread.join()
-
-
-class PoolBulkhead(Policy):
-    """Run blocking callables on a dedicated pool of ``workers`` threads.
-
-    The threads belong to this bulkhead alone, so one slow dependency cannot
-    take the threads everyone else shares (the default asyncio and anyio
-    pools). At most ``workers`` calls run at once; at most ``queue`` more
-    wait for a thread; beyond that a call is rejected at once with a fresh
-    :class:`~resilience.BulkheadFullError`.
-
-    - From async code (asyncio or trio), ``await pool.call(fn, *args)`` runs
-      ``fn`` on a worker and waits without blocking the event loop. A caller
-      that is cancelled or timed out stops waiting at once; a call that had
-      not started is dropped, one that had keeps its thread until it returns
-      (``stats.in_flight`` counts it until then) and its result is discarded.
-    - From sync code, ``pool.call_sync(fn, *args)`` or decorating a plain
-      ``def`` blocks the calling thread until the worker is done. Called from
-      one of the pool's own workers it runs inline (queuing would deadlock).
-    - Decorating an ``async def`` raises ``TypeError``: a coroutine does not
-      block a thread, so it belongs in a :class:`Bulkhead`; to limit a
-      blocking helper, decorate the helper or pass it to ``pool.call``.
-    - Workers start lazily, one per call that finds no idle worker, up to
-      ``workers``. :meth:`close` (or leaving a ``with`` block) stops them
-      after the accepted calls finish; they are daemon threads, so a process
-      exits cleanly without it.
-    - As the innermost policy of a pipeline it lets a :class:`Timeout` bound
-      blocking code: ``await (Timeout(2) | pool).call(blocking_fn)``.
-
-    Example::
-
-        with PoolBulkhead(4, queue=16, name="legacy-db") as pool:
-            rows = await pool.call(cursor.execute, "SELECT 1")
-
-        @PoolBulkhead(2)
-        def resize_image(data: bytes) -> bytes: ...
-    """
-
-    __slots__ = ("_finalizer", "_pool")
-
-    _kind = "pool_bulkhead"
-    _async_unsupported: ClassVar[str] = (
-        "a coroutine does not block a thread, so it gains nothing from a worker pool; "
-        "use Bulkhead to limit async code, or give the pool the blocking function itself"
-    )
-
-    def __init__(self, workers: int, *, queue: int = 0, name: str | None = None) -> None:
-        _check_count("workers", workers, 1)
-        _check_count("queue", queue, 0)
-        super().__init__(name=name)
-        self._pool = _Pool(workers, queue, self._name)
-        self._finalizer = weakref.finalize(self, self._pool.close)
-
-    @property
-    def workers(self) -> int:
-        return self._pool.workers
-
-    @property
-    def queue(self) -> int:
-        return self._pool.queue_limit
-
-    @property
-    def closed(self) -> bool:
-        return self._pool.closed
-
-    @property
-    def stats(self) -> BulkheadStatistics:
-        """Busy threads (``in_flight``), queued calls, rejections since creation."""
-        pool = self._pool
-        return BulkheadStatistics(
-            in_flight=pool.running,
-            waiting=len(pool.queue),
-            rejected=pool.rejected,
-            capacity=pool.workers,
-            max_waiting=pool.queue_limit,
-        )
-
-    async def call(  # type: ignore[override]
-        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """Run the blocking ``fn(*args, **kwargs)`` on a worker and await its result."""
-        self._check_blocking(fn)
-        loop = _get_running_loop()
-        if loop is not None:
-            waiter = _AsyncioWaiter(loop)
-            job = self._submit(fn, args, kwargs, waiter)
-            try:
-                await waiter.fut
-            except BaseException:
-                self._pool.abandon(job)
-                raise
-        else:
-            trio = _trio()
-            trio_waiter = _TrioWaiter()
-            job = self._submit(fn, args, kwargs, trio_waiter)
-
-            def abort(_: object) -> Any:
-                if self._pool.abandon(job):
-                    return trio.lowlevel.Abort.SUCCEEDED
-                return trio.lowlevel.Abort.FAILED  # done: the result is on its way
-
-            await trio.lowlevel.wait_task_rescheduled(abort)
-        result: T = job.outcome()
-        return result
-
-    def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` on a worker; block until it returns."""
-        self._check_blocking(fn)
-        pool = self._pool
-        if _get_ident() in pool.worker_idents:
-            return fn(*args, **kwargs)
-        waiter = _ThreadWaiter()
-        job = self._submit(fn, args, kwargs, waiter)
-        try:
-            waiter.lock.acquire()
-        except BaseException:  # KeyboardInterrupt while waiting
-            pool.abandon(job)
-            raise
-        result: T = job.outcome()
-        return result
-
-    def _check_blocking(self, fn: object) -> None:
-        if inspect.iscoroutinefunction(fn):
-            self._check_async(fn)
-
-    def _submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], waiter: _Waiter
-    ) -> _Job:
-        job = _Job(fn, args, kwargs, waiter)
-        if not self._pool.submit(job):
-            if self._observed():
-                self._emit(BulkheadRejected(self._name, self._pool.workers, False))
-            raise BulkheadFullError(name=self._name, capacity=self._pool.workers)
-        return job
-
-    def close(self, *, wait: bool = True) -> None:
-        """Accept no more calls; the workers exit once the accepted calls are
-        done. With ``wait`` (the default), block until they have.
-
-        Example::
-
-            pool = PoolBulkhead(4)
-            try:
-                pool.call_sync(work)
-            finally:
-                pool.close()
-        """
-        self._pool.close(wait)
-
-    def __enter__(self) -> PoolBulkhead:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        pool = self._pool
-        return (
-            f"<PoolBulkhead {self._name!r} workers={pool.workers} queue={pool.queue_limit} "
-            f"busy={pool.running}{' closed' if pool.closed else ''}>"
         )

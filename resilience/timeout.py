@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
-from . import _backend
+from . import _backend, _validate
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._deadline import Deadline
 from ._deadline import _current as _current_deadline
@@ -89,10 +89,7 @@ class Timeout(Policy):
     def __init__(
         self, seconds: float, *, name: str | None = None, clock: Clock | None = None
     ) -> None:
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise TypeError(f"seconds must be a number, got {seconds!r}")
-        if not (seconds > 0 and math.isfinite(seconds)):
-            raise ValueError(f"seconds must be a finite number > 0, got {seconds!r}")
+        seconds = _validate.seconds("seconds", seconds)
         call_at = None
         if clock is not None and not isinstance(clock, SystemClock):
             call_at = getattr(clock, "call_at", None)
