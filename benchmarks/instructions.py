@@ -57,6 +57,13 @@ Method:
   stated too; peers are also compared with our row of the same group.
   The bare ASGI app is in-process, with no server: a real server's request
   costs far more, so the share of a served request is smaller than shown;
+- the single-policy rows (``timeout.success``, ``breaker.closed``,
+  ``retry.success``, ``bulkhead.free``: a decorated ``f`` on its fast path)
+  and the four-policy stack are all over the bare ``await f()``;
+- targets (``TARGETS``) bound a row's extra over its baseline; the report
+  ends with one line per measured row that has one, "met" when its extra is
+  at most the target and "missed" otherwise (the JSON has ``target`` and
+  ``target_met``). A missed target does not change the exit status;
 - up to ``--jobs`` (2) valgrind processes run at once; the counts do not
   depend on it.
 
@@ -66,7 +73,7 @@ to within 1k instructions.
 
 Run it::
 
-    make bench-instructions                          # every case, ~4 minutes
+    make bench-instructions                          # every case, ~5 minutes
     make bench-instructions ARGS="--filter asgi"
     python -m benchmarks.instructions --filter asgi
     python -m benchmarks.instructions --json /tmp/instructions.json
@@ -126,11 +133,26 @@ CASES: tuple[tuple[str, str], ...] = (
     ("httpx.transport", "cases_httpx"),
     ("httpx_retries.transport", "cases_httpx"),
     ("baseline.await", "cases_baseline"),
+    ("timeout.success", "cases_retry_timeout"),
+    ("breaker.closed", "cases_breaker"),
+    ("retry.success", "cases_retry_timeout"),
+    ("bulkhead.free", "cases_bulkhead"),
     ("stack.four", "cases_stack"),
     ("stack.tenacity_aiobreaker", "cases_stack"),
 )
 MODULES = dict(CASES)
 BASELINES = frozenset({"asgi.bare", "httpx.plain", "baseline.await"})
+
+TARGETS: dict[str, int] = {
+    "stack.four": 20_000,
+    "asgi.middleware": 20_000,
+    "httpx.transport": 12_500,
+    "timeout.success": 8_000,
+    "breaker.closed": 4_500,
+    "retry.success": 4_000,
+    "bulkhead.free": 2_500,
+}
+"""Targets: the most instructions per call a row may add over its baseline (its extra)."""
 
 SHARE_KEY = "asgi.middleware"
 """The row whose extra is also stated as a share of its baseline."""
@@ -364,10 +386,41 @@ def analyse(rows: Sequence[Row], small: int, large: int) -> list[dict[str, Any]]
                     if extra is not None and ours_extra is not None and ours_extra > 0
                     else None
                 ),
+                "target": TARGETS.get(row.key),
+                "target_met": (
+                    extra <= TARGETS[row.key] if row.key in TARGETS and extra is not None else None
+                ),
                 "error": row.error or None,
             }
         )
     return out
+
+
+def target_status(result: dict[str, Any]) -> str:
+    """Whether a row with a target met it: met, missed, or not measured."""
+    if result["target_met"] is None:
+        return "not measured"
+    return "met" if result["target_met"] else "missed"
+
+
+def render_targets(results: Sequence[dict[str, Any]]) -> list[str]:
+    """The report's targets table: one line per measured row that has a target."""
+    lines = [
+        "## Targets",
+        "",
+        "Met when a row's extra over its baseline is at most its target (`TARGETS`).",
+        "",
+        "| case | target: extra at most (k) | extra (k) | status |",
+        "|---|---:|---:|---|",
+    ]
+    for r in results:
+        if r["target"] is None:
+            continue
+        lines.append(
+            f"| `{r['key']}` | ≤ {fmt_k(r['target'], signed=True)} over `{r['baseline']}` | "
+            f"{fmt_k(r['extra'], signed=True)} | {target_status(r)} |"
+        )
+    return lines
 
 
 def render(results: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -419,6 +472,8 @@ def render(results: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
         )
     if notes:
         lines += ["", *notes]
+    if any(r["target"] is not None for r in results):
+        lines += ["", *render_targets(results)]
     return "\n".join(lines) + "\n"
 
 

@@ -7,7 +7,12 @@ Usage::
 - **bytes per policy**: ``tracemalloc`` measures what building 1,000 policies
   of one kind allocates (their registry entries included), divided by 1,000;
   for the breaker, also after each one has served 200 calls (its window
-  filled with outcomes);
+  filled with outcomes); for a breaker on ``CountWindow(10_000)``, built and
+  after 10,000 calls (its whole window filled; 20 of them, not 1,000); and
+  for the four-policy pipeline ``Retry(3) | CircuitBreaker() | Timeout(10) |
+  Bulkhead(10)`` (its four policies included);
+- **targets** (``TARGETS``): the most bytes one such object may hold, each
+  reported as "met" or "missed" (1 KB = 1,000 bytes);
 - **soak**: ``--calls`` (default 10^6) calls through
   ``Retry(3, backoff=immediate()) | CircuitBreaker() | Timeout(10) |
   Bulkhead(10)`` on asyncio, where every 20th attempt raises (5 %, each one
@@ -33,9 +38,23 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["bytes_per_policy", "main", "render_markdown", "run", "soak"]
+__all__ = ["bytes_per_policy", "check_targets", "main", "render_markdown", "run", "soak"]
 
 COUNT = 1_000
+BIG_COUNT = 20
+"""Objects built for the rows with a 10,000-call window (each is filled by 10,000 calls)."""
+
+BIG_WINDOW = "CircuitBreaker(window=CountWindow(10_000))"
+BIG_WINDOW_USED = f"{BIG_WINDOW} after 10,000 calls"
+PIPELINE = "Retry(3) | CircuitBreaker() | Timeout(10) | Bulkhead(10)"
+
+TARGETS: dict[str, int] = {
+    BIG_WINDOW: 20_000,
+    BIG_WINDOW_USED: 20_000,
+    "Retry(3)": 1_500,
+    PIPELINE: 4_000,
+}
+"""Targets: the most bytes one object of a row (its label) may hold."""
 
 
 def _rss() -> int:
@@ -48,48 +67,84 @@ def _rss() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _measure(build: Callable[[], Any]) -> float:
-    """Bytes allocated and still held per object built by ``build``."""
-    keep: list[Any] = [build() for _ in range(10)]  # warm caches and imports
+def _measure(build: Callable[[], Any], count: int = COUNT) -> float:
+    """Bytes allocated and still held per object built by ``build`` (``count`` built)."""
+    keep: list[Any] = [build() for _ in range(min(10, count))]  # warm caches and imports
     gc.collect()
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        keep = [build() for _ in range(COUNT)]
+        keep = [build() for _ in range(count)]
         gc.collect()
         after = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
     del keep
-    return (after - before) / COUNT
+    return (after - before) / count
+
+
+def _g() -> int:
+    return 1
 
 
 def _used_breaker() -> Any:
     from resilience import CircuitBreaker
 
     breaker = CircuitBreaker()
-
-    def g() -> int:
-        return 1
-
     for _ in range(200):
-        breaker.call_sync(g)
+        breaker.call_sync(_g)
     return breaker
+
+
+def _used_big_window_breaker() -> Any:
+    from resilience import CircuitBreaker, CountWindow
+
+    breaker = CircuitBreaker(window=CountWindow(10_000))
+    for _ in range(10_000):
+        breaker.call_sync(_g)
+    return breaker
+
+
+def _pipeline() -> Any:
+    from resilience import Bulkhead, CircuitBreaker, Retry, Timeout
+
+    return Retry(3) | CircuitBreaker() | Timeout(10) | Bulkhead(10)
 
 
 def bytes_per_policy() -> dict[str, float]:
     from resilience import Bulkhead, CircuitBreaker, CountWindow, Retry, Timeout, TimeWindow
 
-    builds: dict[str, Callable[[], Any]] = {
-        "CircuitBreaker()": CircuitBreaker,
-        "CircuitBreaker(window=CountWindow(100))": lambda: CircuitBreaker(window=CountWindow(100)),
-        "CircuitBreaker(window=TimeWindow(60))": lambda: CircuitBreaker(window=TimeWindow(60)),
-        "CircuitBreaker() after 200 calls": _used_breaker,
-        "Bulkhead(10)": lambda: Bulkhead(10),
-        "Retry(3)": lambda: Retry(3),
-        "Timeout(10)": lambda: Timeout(10),
+    builds: dict[str, tuple[Callable[[], Any], int]] = {
+        "CircuitBreaker()": (CircuitBreaker, COUNT),
+        "CircuitBreaker(window=CountWindow(100))": (
+            lambda: CircuitBreaker(window=CountWindow(100)),
+            COUNT,
+        ),
+        BIG_WINDOW: (lambda: CircuitBreaker(window=CountWindow(10_000)), BIG_COUNT),
+        BIG_WINDOW_USED: (_used_big_window_breaker, BIG_COUNT),
+        "CircuitBreaker(window=TimeWindow(60))": (
+            lambda: CircuitBreaker(window=TimeWindow(60)),
+            COUNT,
+        ),
+        "CircuitBreaker() after 200 calls": (_used_breaker, COUNT),
+        "Bulkhead(10)": (lambda: Bulkhead(10), COUNT),
+        "Retry(3)": (lambda: Retry(3), COUNT),
+        "Timeout(10)": (lambda: Timeout(10), COUNT),
+        PIPELINE: (_pipeline, COUNT),
     }
-    return {label: round(_measure(build)) for label, build in builds.items()}
+    return {label: round(_measure(build, count)) for label, (build, count) in builds.items()}
+
+
+def check_targets(sizes: dict[str, float]) -> list[dict[str, Any]]:
+    """One entry per target: its limit, the bytes measured, and "met", "missed" or "not measured"."""
+    out: list[dict[str, Any]] = []
+    for label, limit in TARGETS.items():
+        measured = sizes.get(label)
+        status = "not measured"
+        if measured is not None:
+            status = "met" if measured <= limit else "missed"
+        out.append({"label": label, "limit": limit, "measured": measured, "status": status})
+    return out
 
 
 async def _soak(calls: int, marks: list[int]) -> list[dict[str, Any]]:
@@ -147,10 +202,16 @@ def run(calls: int = 1_000_000) -> dict[str, Any]:
     points = soak(calls)
     return {
         "bytes_per_policy": sizes,
+        "targets": check_targets(sizes),
         "soak": points,
         "soak_calls": calls,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell."""
+    return text.replace("|", "\\|")
 
 
 def _kib(value: int) -> str:
@@ -167,7 +228,19 @@ def render_markdown(memory: dict[str, Any]) -> str:
     out.append("| policy | bytes each |")
     out.append("|---|---:|")
     for label, size in memory["bytes_per_policy"].items():
-        out.append(f"| `{label}` | {size:,.0f} |")
+        out.append(f"| `{_cell(label)}` | {size:,.0f} |")
+    out.append("")
+    targets = memory.get("targets") or check_targets(memory["bytes_per_policy"])
+    out.append("Targets (1 KB = 1,000 bytes):")
+    out.append("")
+    out.append("| object | target: bytes at most | bytes | status |")
+    out.append("|---|---:|---:|---|")
+    for entry in targets:
+        measured = "—" if entry["measured"] is None else f"{entry['measured']:,.0f}"
+        out.append(
+            f"| `{_cell(entry['label'])}` | {entry['limit']:,} ({entry['limit'] / 1000:g} KB) | "
+            f"{measured} | {entry['status']} |"
+        )
     out.append("")
     points = memory["soak"]
     last = points[-1]
