@@ -33,6 +33,7 @@ import functools
 import itertools
 import linecache
 import logging
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -40,7 +41,7 @@ from typing import Any
 
 from ._protocol import WAIT, CallObserver, Flow, Guard  # noqa: F401 (WAIT: the compiled code reads it)
 
-__all__ = ["Plan", "add_observer", "remove_observer"]
+__all__ = ["Inline", "Plan", "add_observer", "remove_observer"]
 
 _logger = logging.getLogger("resilience")
 _perf = time.perf_counter
@@ -77,6 +78,8 @@ def remove_observer(observer: CallObserver) -> None:
 
 
 def _notify(policy: Any, error: BaseException | None, seconds: float) -> None:
+    if policy is None:
+        return  # an internal helper's span
     for observer in _observers:
         try:
             observer(policy, error, seconds)
@@ -84,23 +87,101 @@ def _notify(policy: Any, error: BaseException | None, seconds: float) -> None:
             _logger.exception("resilience: call observer %r raised", observer)
 
 
+# Inline fast paths ----------------------------------------------------------
+
+
+class Inline:
+    """A policy's fast path, written once as source and compiled twice: into
+    the policy's own methods and into every bracket that runs the policy.
+
+    A guard gives ``admit`` (statements that assign the ticket to ``{t}``,
+    never awaiting) and ``settle`` (statements that read ``{t}``, ``error``
+    and ``result`` and assign ``error``, the exception to propagate). A flow
+    gives ``start`` (assigns ``run``) and ``after`` (reads ``run``, ``error``,
+    ``result``; assigns ``run`` and ``delay``). ``{g}`` stands for the policy,
+    ``{n}`` prefixes the module names in ``names`` that the statements use.
+    A subclass that overrides a compiled method is run through its methods.
+    """
+
+    __slots__ = ("methods", "names", "sources")
+
+    def __init__(self, *, names: dict[str, Any] | None = None, **sources: str) -> None:
+        self.sources = {kind: textwrap.dedent(text).strip("\n") for kind, text in sources.items()}
+        self.names = dict(sorted((names or {}).items()))
+        self.methods: dict[str, Callable[..., Any]] = {}
+
+    def lines(self, kind: str, g: str, t: str, n: str) -> list[str]:
+        return self.sources[kind].format(g=g, t=t, n=n).split("\n")
+
+    def method(self, kind: str, doc: str) -> Callable[..., Any]:
+        """The policy's own ``admit`` / ``settle`` / ``start``, compiled from its source."""
+        signature, tail = _METHODS[kind]
+        body = "\n".join("        " + line for line in self.lines(kind, "self", "ticket", ""))
+        source = (
+            f"def make({', '.join(self.names)}):\n"
+            f"    def {kind}{signature}:\n{body}\n        return {tail}\n"
+            f"    return {kind}\n"
+        )
+        namespace: dict[str, Any] = {}
+        exec(_compile_source(source, f"{kind} of a policy"), globals(), namespace)
+        method: Callable[..., Any] = namespace["make"](*self.names.values())
+        method.__doc__ = doc
+        self.methods[kind] = method
+        return method
+
+    def applies(self, policy: Any) -> bool:
+        cls = type(policy)
+        return all(getattr(cls, kind, None) is method for kind, method in self.methods.items())
+
+
+_METHODS = {
+    "admit": ("(self)", "ticket"),
+    "settle": ("(self, ticket, error, result)", "error"),
+    "start": ("(self)", "run"),
+}
+
+
+def _compile_source(source: str, what: str) -> Any:
+    filename = f"<resilience {what} {next(_serial)}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return compile(source, filename, "exec")
+
+
+def _inline_of(policy: Any, observed: bool) -> Inline | None:
+    inline = getattr(type(policy), "_inline_source", None)
+    if inline is None or observed or not inline.applies(policy):
+        return None
+    return inline  # type: ignore[no-any-return]
+
+
 # The bracket template -----------------------------------------------------
 
 
 def _bracket_source(
-    guards: int, flow: bool, inner: bool, observed: bool, sync: bool, bound: bool, check: bool
+    guards: tuple[Inline | None, ...],
+    flow: Inline | bool,
+    inner: bool,
+    observed: bool,
+    sync: bool,
+    bound: bool,
+    check: bool,
 ) -> str:
     """The source of ``make(...)``, which returns a runner of this shape."""
     aw = "" if sync else "await "
     call = f"{aw}inner(fn, *args, **kwargs)" if inner else f"{aw}fn(*args, **kwargs)"
+    count = len(guards)
     lines: list[tuple[int, str]] = []
 
+    def snippet(at: int, text: list[str]) -> None:
+        lines.extend((at, line) for line in text)
+
     def guard(i: int, at: int) -> None:
-        admit = [
-            (at, f"t{i} = admit{i}()"),
-            (at, f"if t{i} is WAIT:"),
-            (at + 1, f"t{i} = {aw}wait{i}()"),
-        ]
+        inline = guards[i]
+        if inline is not None:
+            admit = [(at, line) for line in inline.lines("admit", f"guard{i}", f"t{i}", f"g{i}_")]
+        else:
+            admit = [(at, f"t{i} = admit{i}()")]
+        admit += [(at, f"if t{i} is WAIT:"), (at + 1, f"t{i} = {aw}wait{i}()")]
         if observed:
             lines.append((at, f"s{i} = _perf()"))
             lines.append((at, "try:"))
@@ -111,13 +192,16 @@ def _bracket_source(
         else:
             lines.extend(admit)
         lines.append((at, "try:"))
-        if i + 1 < guards:
+        if i + 1 < count:
             guard(i + 1, at + 1)
         else:
             lines.append((at + 1, f"result = {call}"))
         lines.append((at, "except BaseException as e:"))
         lines.append((at + 1, "error = e"))
-        lines.append((at, f"error = settle{i}(t{i}, error, result)"))
+        if inline is not None:
+            snippet(at, inline.lines("settle", f"guard{i}", f"t{i}", f"g{i}_"))
+        else:
+            lines.append((at, f"error = settle{i}(t{i}, error, result)"))
         if observed:
             lines.append((at, f"_notify(policy{i}, error, _perf() - s{i})"))
 
@@ -126,7 +210,10 @@ def _bracket_source(
         lines.append((body, "if _observers:"))
         lines.append((body + 1, f"return {aw}observed()(fn, *args, **kwargs)"))
     if flow:
-        lines.append((body, "run = start()"))
+        if isinstance(flow, Inline):
+            snippet(body, flow.lines("start", "flow", "", "f_"))
+        else:
+            lines.append((body, "run = start()"))
         if observed:
             lines.append((body, "sf = _perf()"))
         lines.append((body, "while True:"))
@@ -138,7 +225,10 @@ def _bracket_source(
             lines.append((body + 2, f"result = {call}"))
         lines.append((body + 1, "except BaseException as e:"))
         lines.append((body + 2, "error = e"))
-        lines.append((body + 1, "delay = run.after(error, result)"))
+        if isinstance(flow, Inline):
+            snippet(body + 1, flow.lines("after", "flow", "", "f_"))
+        else:
+            lines.append((body + 1, "delay = run.after(error, result)"))
         lines.append((body + 1, "if delay is None:"))
         lines.append((body + 2, "break"))
         lines.append((body + 1, "if delay:"))
@@ -157,8 +247,16 @@ def _bracket_source(
     lines.append((body, "finally:"))
     lines.append((body + 1, "error = None"))
 
-    params = [f"admit{i}, wait{i}, settle{i}, policy{i}" for i in range(guards)]
+    params: list[str] = []
+    for i, inline in enumerate(guards):
+        params += [f"guard{i}", f"wait{i}", f"policy{i}"]
+        if inline is not None:
+            params += [f"g{i}_{name}" for name in inline.names]
+        else:
+            params += [f"admit{i}", f"settle{i}"]
     params += ["flow", "start", "sleep", "inner", "observed", "fn"]
+    if isinstance(flow, Inline):
+        params += [f"f_{name}" for name in flow.names]
     signature = "*args, **kwargs" if bound else "fn, /, *args, **kwargs"
     head = [
         f"def make({', '.join(params)}):",
@@ -169,7 +267,7 @@ def _bracket_source(
     )
 
 
-_factories: dict[tuple[bool, ...] | tuple[Any, ...], Callable[..., Callable[..., Any]]] = {}
+_factories: dict[tuple[Any, ...], Callable[..., Callable[..., Any]]] = {}
 _factory_lock = threading.Lock()
 _serial = itertools.count(1)
 
@@ -181,11 +279,8 @@ def _factory(*shape: Any) -> Callable[..., Callable[..., Any]]:
     with _factory_lock:
         make = _factories.get(shape)
         if make is None:
-            source = _bracket_source(*shape)
-            filename = f"<resilience plan {next(_serial)}: {shape}>"
-            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
             namespace: dict[str, Any] = {}
-            exec(compile(source, filename, "exec"), globals(), namespace)
+            exec(_compile_source(_bracket_source(*shape), "plan"), globals(), namespace)
             make = _factories[shape] = namespace["make"]
     return make
 
@@ -300,11 +395,7 @@ class Plan:
         policies = self._policies
         if sync:
             for policy in policies:
-                reason = getattr(policy, "_sync_unsupported", None)
-                if reason is not None:
-                    raise TypeError(
-                        f"{type(policy).__name__} {policy.name!r} cannot run plain calls: {reason}"
-                    )
+                _refuse_sync(policy)
         segments: list[tuple[Any, tuple[Any, ...]] | Any] = []
         end = len(policies)
         while end:
@@ -369,25 +460,32 @@ class Plan:
         check: bool,
         bound: Any,
     ) -> Callable[..., Any]:
+        inlines = tuple(_inline_of(guard, observed) for guard in guards)
+        flow_inline: Inline | bool = flow is not None
+        if flow is not None:
+            flow_inline = _inline_of(flow, observed) or True
+        # The shape: sources are compared by identity of their Inline objects.
         make = _factory(
-            len(guards),
-            flow is not None,
-            inner is not None,
-            observed,
-            sync,
-            bound is not None,
-            check,
+            inlines, flow_inline, inner is not None, observed, sync, bound is not None, check
         )
         args: list[Any] = []
-        for guard in guards:
-            args += [guard.admit, guard.wait_sync if sync else guard.wait, guard.settle, guard]
+        for guard, inline in zip(guards, inlines, strict=True):
+            wait = guard.wait_sync if sync else guard.wait
+            # Spans of our internal helpers (not user policies) are not observed.
+            shown = None if getattr(guard, "_internal", False) else guard
+            args += [guard, wait, shown]
+            if inline is not None:
+                args += inline.names.values()
+            else:
+                args += [guard.admit, guard.settle]
         start = sleep = None
         if flow is not None:
             start = flow.start
             sleep = flow.clock.sleep_sync if sync else flow.clock.sleep
-        return make(
-            *args, flow, start, sleep, inner, functools.partial(self._observed, sync), bound
-        )
+        args += [flow, start, sleep, inner, functools.partial(self._observed, sync), bound]
+        if isinstance(flow_inline, Inline):
+            args += flow_inline.names.values()
+        return make(*args)
 
     def _checked(self, run: Callable[..., Any], sync: bool) -> Callable[..., Any]:
         """``run``, sent to the observed runner while observers are registered
@@ -411,6 +509,16 @@ class Plan:
 
     def __repr__(self) -> str:
         return f"<Plan {' | '.join(repr(p) for p in self._policies)}>"
+
+
+def _refuse_sync(policy: Any) -> None:
+    """TypeError now if ``policy`` (or a policy of a pipeline in the chain)
+    cannot run plain calls, rather than at the first call."""
+    reason = getattr(policy, "_sync_unsupported", None)
+    if reason is not None:
+        raise TypeError(f"{type(policy).__name__} {policy.name!r} cannot run plain calls: {reason}")
+    for inner in getattr(policy, "policies", ()):
+        _refuse_sync(inner)
 
 
 def _bind(run: Callable[..., Any], fn: Any, sync: bool) -> Callable[..., Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from ._clock import Clock
 from ._core.breaker import REJECTED, BreakerMachine
 from ._core.windows import CountWindow, TimeWindow, Window
 from ._matchers import ExceptionFilter, exception_matcher, exception_types, result_predicate
+from ._plan import Inline
 from ._validate import count, optional_seconds, rate, seconds
 from .errors import BulkheadFullError, CircuitOpenError
 from .events import CallRejected, CircuitState, StateChanged, global_listeners
@@ -44,6 +46,7 @@ _UNLOCKED = contextlib.nullcontext()
 _get_ident = threading.get_ident
 
 _DEFAULT_WINDOW = CountWindow(100)
+_DEFAULTS: dict[str, Any] = {}  # CircuitBreaker's keyword defaults, filled below the class
 
 _fresh_error = CircuitOpenError._fresh
 
@@ -206,10 +209,10 @@ class CircuitBreaker(Policy):
                     )
         failure_predicate = result_predicate("failure_result", failure_result)
         super().__init__(name=name, clock=clock)
-        # As given, for derive().
-        self._config: dict[str, Any] = {
+        # As given, for derive(); only what differs from the defaults, since
+        # a process may hold thousands of breakers (one per host).
+        given = {
             "failure_rate": failure_rate,
-            "window": window,
             "minimum_calls": minimum_calls,
             "slow_call_duration": slow_call_duration,
             "slow_call_rate": slow_call_rate,
@@ -222,6 +225,9 @@ class CircuitBreaker(Policy):
             "ignore": ignore,
             "failure_result": failure_result,
             "clock": clock,
+        }
+        self._config: dict[str, Any] = {
+            key: value for key, value in given.items() if value is not _DEFAULTS[key]
         }
         # The breaker keeps its own empty copy: the window passed in (or the
         # shared default) is only its shape.
@@ -272,7 +278,8 @@ class CircuitBreaker(Policy):
             per_host = {host: template.derive(name=f"api:{host}") for host in hosts}
             strict = template.derive(name="api-strict", failure_rate=0.1)
         """
-        derived = CircuitBreaker(name, **{**self._config, **overrides})
+        config = {"window": self._core.window._empty_copy(), **self._config, **overrides}
+        derived = CircuitBreaker(name, **config)
         derived._listeners = self._listeners
         return derived
 
@@ -371,18 +378,15 @@ class CircuitBreaker(Policy):
         self._report(changes)
 
     # The guard ------------------------------------------------------------------
+    #
+    # admit and settle are compiled from _INLINE (below the class), which
+    # plans also compile into their brackets: the closed path (a permit that
+    # is the machine's epoch, read without a lock; a success recorded with
+    # no time reading) is written there once. Everything else is a call to
+    # _admit_slow / _settle_slow.
 
-    def admit(self) -> object:
-        """A permit for one call (the ticket), or a fresh :class:`CircuitOpenError`.
-
-        CLOSED, unshared and with no start time to read, the permit is the
-        machine's epoch, read without a lock; every other case goes through
-        :meth:`_admit_slow`.
-        """
-        core = self._core
-        if core.state is _CLOSED and self._fast and self._thread == _get_ident():
-            return core.epoch
-        return self._admit_slow()
+    admit: Callable[[], object]
+    settle: Callable[[object, BaseException | None, object], BaseException | None]
 
     async def wait(self) -> object:
         raise AssertionError("CircuitBreaker.admit never asks to wait")
@@ -390,22 +394,13 @@ class CircuitBreaker(Policy):
     def wait_sync(self) -> object:
         raise AssertionError("CircuitBreaker.admit never asks to wait")
 
-    def settle(
+    def _settle_slow(
         self, ticket: Any, error: BaseException | None, result: object
     ) -> BaseException | None:
-        """Record the call's outcome (classified by ``record``, ``ignore`` and
-        ``failure_result``); cancellation records nothing and returns a
-        half-open permit. A predicate that raises settles the call as a
-        failure, and its exception propagates instead."""
         if ticket.__class__ is int:
             permit: int = ticket
             start = 0.0
             timing = self._timing
-            if error is None and self._failure_result is None and not self._shared:
-                # The hot path: a success in CLOSED, with no slow-call timing.
-                if self._core.success(permit, self._now() if timing else None):
-                    self._follow_up()
-                return None
         else:
             permit, start, timing = ticket
             if permit < 0:
@@ -413,6 +408,8 @@ class CircuitBreaker(Policy):
         try:
             outcome = self._classify(error, result)
         except Exception as exc:
+            # A user predicate raised: the call still settles (as a failure),
+            # then the predicate's exception propagates.
             self._record(permit, _FAILED, start, timing)
             return exc
         self._record(permit, outcome, start, timing)
@@ -539,3 +536,44 @@ class CircuitBreaker(Policy):
     def __repr__(self) -> str:
         core = self._core
         return f"<CircuitBreaker {self._name!r} {core.state.value} window={core.window!r}>"
+
+
+_DEFAULTS.update(
+    (name, parameter.default)
+    for name, parameter in inspect.signature(CircuitBreaker).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+
+_INLINE = Inline(
+    admit="""
+        {t} = {g}._core
+        if {t}.state is {n}CLOSED and {g}._fast and {g}._thread == {n}get_ident():
+            {t} = {t}.epoch
+        else:
+            {t} = {g}._admit_slow()
+    """,
+    settle="""
+        if (
+            {t}.__class__ is int and error is None
+            and {g}._failure_result is None and not {g}._shared
+        ):
+            if {g}._core.success({t}, {g}._now() if {g}._timing else None):
+                {g}._follow_up()
+        else:
+            error = {g}._settle_slow({t}, error, result)
+    """,
+    names={"CLOSED": _CLOSED, "get_ident": _get_ident},
+)
+CircuitBreaker._inline_source = _INLINE  # type: ignore[attr-defined]
+CircuitBreaker.admit = _INLINE.method(
+    "admit",
+    """A permit for one call (the ticket), or a fresh :class:`CircuitOpenError`.""",
+)
+CircuitBreaker.settle = _INLINE.method(
+    "settle",
+    """Record the call's outcome (classified by ``record``, ``ignore`` and
+    ``failure_result``); cancellation records nothing and returns a half-open
+    permit. A predicate that raises settles the call as a failure, and its
+    exception propagates instead.""",
+)

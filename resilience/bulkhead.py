@@ -44,6 +44,7 @@ from ._parking import (
     Waiter,
     trio_abort,
 )
+from ._plan import Inline
 from ._protocol import WAIT
 from ._validate import count, optional_seconds
 from .errors import BulkheadFullError
@@ -202,16 +203,16 @@ class Bulkhead(Policy):
             self._wake(waiter)
 
     # The guard -------------------------------------------------------------
+    #
+    # admit and settle are compiled from _INLINE (below the class), the one
+    # source of the free-permit path, which plans also compile into their
+    # brackets: a check and an increment with no call between, atomic under
+    # the GIL (see the module docstring).
 
-    def admit(self) -> object:
-        """Take a free permit (the ticket), reject, or ask the caller to :meth:`wait`.
+    admit: Callable[[], object]
+    settle: Callable[[object, BaseException | None, object], BaseException | None]
 
-        A free permit is a check and an increment with no call between,
-        atomic under the GIL (see the module docstring).
-        """
-        if self._in_flight < self._capacity:
-            self._in_flight += 1
-            return True
+    def _admit_slow(self) -> object:
         if not self._max_waiting:
             self._acquire_nowait()  # no waiter to build just to reject
             return True
@@ -226,15 +227,6 @@ class Bulkhead(Policy):
         """Wait for a permit in this thread, or raise BulkheadFullError."""
         self._acquire_sync()
         return True
-
-    def settle(
-        self, ticket: object, error: BaseException | None, result: object
-    ) -> BaseException | None:
-        """Give the permit back (to the first waiter, if any)."""
-        self._in_flight -= 1
-        if self._waiters:
-            self._dispatch()
-        return error
 
     # The slow path ---------------------------------------------------------
 
@@ -420,3 +412,28 @@ class Bulkhead(Policy):
             f"<Bulkhead {self._name!r} max_concurrent={self._capacity} "
             f"max_waiting={self._max_waiting} in_flight={self._in_flight}>"
         )
+
+
+_INLINE = Inline(
+    admit="""
+        if {g}._in_flight < {g}._capacity:
+            {g}._in_flight += 1
+            {t} = True
+        else:
+            {t} = {g}._admit_slow()
+    """,
+    settle="""
+        {g}._in_flight -= 1
+        if {g}._waiters:
+            {g}._dispatch()
+    """,
+)
+Bulkhead._inline_source = _INLINE  # type: ignore[attr-defined]
+Bulkhead.admit = _INLINE.method(
+    "admit",
+    """Take a free permit (the ticket), reject, or ask the caller to :meth:`wait`.""",
+)
+Bulkhead.settle = _INLINE.method(
+    "settle",
+    """Give the permit back (to the first waiter, if any).""",
+)

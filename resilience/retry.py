@@ -12,6 +12,7 @@ from ._core.backoff import Backoff
 from ._core.budget import RetryBudget
 from ._deadline import _current as _current_deadline
 from ._matchers import ExceptionFilter, exception_matcher, result_predicate
+from ._plan import Inline
 from .backoff import exponential
 from .errors import BulkheadFullError, CircuitOpenError
 from .events import RetryExhausted, RetryScheduled, global_listeners
@@ -201,6 +202,23 @@ class Retry(Policy):
 
 
 _new_run = object.__new__
+
+# What plans compile into their brackets: no RetryRun is built unless the
+# first attempt fails (or the policy needs its start time).
+Retry._inline_source = Inline(  # type: ignore[attr-defined]
+    start="""
+        run = {g}.start() if {g}._needs_start else None
+    """,
+    after="""
+        if run is None and error is None and {g}._on_result is None:
+            {g}._success_without_retry += 1
+            delay = None
+        else:
+            if run is None:
+                run = {g}.start()
+            delay = run.after(error, result)
+    """,
+)
 
 
 class RetryRun:

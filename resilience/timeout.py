@@ -12,6 +12,7 @@ from . import _backend, _validate
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._deadline import Deadline
 from ._deadline import _current as _current_deadline
+from ._plan import Inline
 from ._timer import DeadlineQueue, Expiry
 from .errors import TimeoutError
 from .events import TimedOut
@@ -113,38 +114,19 @@ class Timeout(Policy):
         return TimeoutStatistics(timeouts=self._timeouts)
 
     # The guard ----------------------------------------------------------------
+    #
+    # admit and settle are compiled from _INLINE (below the class), which
+    # plans also compile into their brackets. On asyncio the ticket is the
+    # call's Expiry, appended to a timer queue shared by this policy's calls
+    # on the loop, and published as the deadline in force: no Task, no
+    # context manager, no timer handle per call. Which loop and task: the
+    # cache answers without asyncio._get_running_loop() (a getpid() call on
+    # 3.11); a task of the cached loop being current proves that loop runs
+    # in this thread. Everything else (trio, a tighter deadline in force, a
+    # first call on a loop) goes through _admit_slow / _settle_slow.
 
-    def admit(self) -> object:
-        """Start timing the current task; the ticket is its :class:`Expiry`
-        (asyncio), now queued and published as the deadline in force, or
-        an entered cancel scope (trio)."""
-        seconds = self._seconds
-        # Which loop, and which task? The cache answers without
-        # asyncio._get_running_loop() (a getpid() call on 3.11); a task of
-        # the cached loop being current proves that loop runs in this thread.
-        cached = self._cache
-        task = _current_task(cached[1]) if cached[0] == _get_ident() else None
-        if task is None:
-            return self._admit_uncached()
-        queue: DeadlineQueue = cached[2]
-        outer = _current_deadline.get()
-        if outer is not None and outer.remaining() < seconds:
-            return self._admit_bounded(task, queue, outer)
-        expiry = _new_expiry(Expiry)
-        expiry.at = queue.now() + seconds
-        expiry.clock = self._clock
-        expiry.task = task
-        expiry.fired = False
-        expiry.handle = None
-        expiry.limit = seconds
-        expiry.queue = queue
-        expiry.cancelling = task.cancelling()
-        queue.entries.append(expiry)
-        queue.live += 1
-        if queue.handle is None:
-            queue.arm(expiry.at)
-        expiry.token = _current_deadline.set(expiry)
-        return expiry
+    admit: Callable[[], object]
+    settle: Callable[[object, BaseException | None, object], BaseException | None]
 
     async def wait(self) -> object:
         raise AssertionError("Timeout.admit never asks to wait")
@@ -154,35 +136,32 @@ class Timeout(Policy):
             f"Timeout {self._name!r} cannot time a plain call: {self._sync_unsupported}"
         )
 
-    def settle(
-        self, ticket: Any, error: BaseException | None, result: object
-    ) -> BaseException | None:
-        """Stop timing; our own cancellation becomes :class:`~resilience.TimeoutError`."""
+    def _admit_slow(self, task: asyncio.Task[Any] | None, outer: Deadline | None) -> object:
+        if task is None:
+            return self._admit_uncached()
+        assert outer is not None
+        return self._admit_bounded(task, self._cache[2], outer)
+
+    def _settle_slow(self, ticket: Any, error: BaseException | None) -> BaseException | None:
         if ticket.__class__ is not Expiry:
             return self._settle_scope(ticket, error)
-        expiry: Expiry = ticket
-        _current_deadline.reset(expiry.token)
-        task = expiry.task
-        expiry.task = None
-        if expiry.handle is not None:
-            expiry.handle.cancel()
-        else:
-            queue = expiry.queue
-            queue.live -= 1
-            entries = queue.entries
-            if entries and entries[0] is expiry:
-                entries.popleft()
-                while entries and entries[0].task is None:
-                    entries.popleft()
-            elif len(entries) > 2 * queue.live + queue.SLACK:
-                queue.compact()
-        if expiry.fired:
-            # Our cancel was requested: take it back, so the task's count
-            # stays honest, whether the work raised it or swallowed it.
-            expiry.fired = False
-            ours = task.uncancel() <= expiry.cancelling  # type: ignore[union-attr]
-            if ours and isinstance(error, _CancelledError):
-                return self.timed_out(expiry.limit)
+        # An Expiry with a timer of its own (a tighter deadline was in force).
+        _current_deadline.reset(ticket.token)
+        task = ticket.task
+        ticket.task = None
+        ticket.handle.cancel()
+        return self._fired(ticket, task, error) if ticket.fired else error  # type: ignore[arg-type]
+
+    def _fired(
+        self, expiry: Expiry, task: asyncio.Task[Any], error: BaseException | None
+    ) -> BaseException | None:
+        """Our cancel was requested: take it back, so the task's count stays
+        honest, whether the work raised it or swallowed it; our own
+        cancellation becomes a TimeoutError."""
+        expiry.fired = False
+        ours = task.uncancel() <= expiry.cancelling
+        if ours and isinstance(error, _CancelledError):
+            return self.timed_out(expiry.limit)
         return error
 
     def _admit_uncached(self) -> object:
@@ -280,6 +259,70 @@ class Timeout(Policy):
         return f"<Timeout {self._name!r} seconds={self._seconds!r}>"
 
 
+_INLINE = Inline(
+    admit="""
+        {t}q = {g}._cache
+        {t}k = {n}current_task({t}q[1]) if {t}q[0] == {n}get_ident() else None
+        {t}o = {n}deadline.get()
+        if {t}k is None or ({t}o is not None and {t}o.remaining() < {g}._seconds):
+            {t} = {g}._admit_slow({t}k, {t}o)
+        else:
+            {t}q = {t}q[2]
+            {t} = {n}new({n}Expiry)
+            {t}.at = {t}q.now() + {g}._seconds
+            {t}.clock = {g}._clock
+            {t}.task = {t}k
+            {t}.fired = False
+            {t}.handle = None
+            {t}.limit = {g}._seconds
+            {t}.queue = {t}q
+            {t}.cancelling = {t}k.cancelling()
+            {t}q.entries.append({t})
+            {t}q.live += 1
+            if {t}q.handle is None:
+                {t}q.arm({t}.at)
+            {t}.token = {n}deadline.set({t})
+    """,
+    settle="""
+        if {t}.__class__ is {n}Expiry and {t}.handle is None:
+            {n}deadline.reset({t}.token)
+            {t}k = {t}.task
+            {t}.task = None
+            {t}q = {t}.queue
+            {t}q.live -= 1
+            {t}e = {t}q.entries
+            if {t}e and {t}e[0] is {t}:
+                {t}e.popleft()
+                while {t}e and {t}e[0].task is None:
+                    {t}e.popleft()
+            elif len({t}e) > 2 * {t}q.live + {t}q.SLACK:
+                {t}q.compact()
+            if {t}.fired:
+                error = {g}._fired({t}, {t}k, error)
+        else:
+            error = {g}._settle_slow({t}, error)
+    """,
+    names={
+        "Expiry": Expiry,
+        "current_task": _current_task,
+        "deadline": _current_deadline,
+        "get_ident": _get_ident,
+        "new": _new_expiry,
+    },
+)
+Timeout._inline_source = _INLINE  # type: ignore[attr-defined]
+Timeout.admit = _INLINE.method(
+    "admit",
+    """Start timing the current task; the ticket is its :class:`Expiry`
+    (asyncio), queued and published as the deadline in force, or an entered
+    cancel scope (trio).""",
+)
+Timeout.settle = _INLINE.method(
+    "settle",
+    """Stop timing; our own cancellation becomes :class:`~resilience.TimeoutError`.""",
+)
+
+
 class DeadlineGuard(Timeout):
     """A guard that bounds a call by the deadline in force, and does nothing without one.
 
@@ -295,6 +338,8 @@ class DeadlineGuard(Timeout):
     """
 
     __slots__ = ()
+
+    _internal = True  # observers do not see its spans
 
     def __init__(self) -> None:
         # Not Policy.__init__: nothing registered, so no metrics series.

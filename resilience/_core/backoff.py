@@ -13,6 +13,8 @@ from typing import Literal, Protocol, TypeAlias, runtime_checkable
 
 __all__ = ["Backoff", "Exponential", "Fixed", "Immediate", "Jitter", "Linear"]
 
+_SHARED_RANDOM = random.Random()
+
 Jitter: TypeAlias = Literal["full", "equal", "decorrelated"] | None
 _JITTERS = (None, "full", "equal", "decorrelated")
 
@@ -56,7 +58,9 @@ class _Schedule:
         self._floor = floor
         self._cap = cap
         self._jitter = _check_jitter(jitter)
-        self._random = (rng or random.Random()).random
+        # One shared generator unless one is given: a Random's state is 2.5 KB,
+        # and its methods are safe to share between threads.
+        self._random = (rng or _SHARED_RANDOM).random
 
     @property
     def cap(self) -> float:

@@ -50,7 +50,8 @@ class CountWindow:
         if size < 1:
             raise ValueError(f"size must be >= 1, got {size!r}")
         self._size = size
-        self._slots = [0] * size
+        # One byte per call: a list would take 8 bytes per slot for the pointer alone.
+        self._slots = bytearray(size)
         self._next = 0
         self._calls = 0
         self._failures = 0
@@ -99,7 +100,7 @@ class CountWindow:
 
     def clear(self) -> None:
         """Forget every recorded call."""
-        self._slots = [0] * self._size
+        self._slots = bytearray(self._size)
         self._next = 0
         self._calls = self._failures = self._slow = 0
 

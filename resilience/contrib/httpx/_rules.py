@@ -48,6 +48,7 @@ class _ServerStatus:
     __slots__ = ()
 
     _sync_unsupported = None
+    _internal = True  # observers do not see its spans
 
     def admit(self) -> object:
         return None
