@@ -430,12 +430,13 @@ class Plan:
                     bound=bound if outermost else None,
                 )
             else:
-                call = segment.call_sync if sync else segment.call
-                if type(segment).call is _BASE_CALL:
+                method = "call_sync" if sync else "call"
+                if getattr(type(segment), method) is _BASE_METHODS[method]:
                     raise TypeError(
                         f"{type(segment).__name__} is neither a guard nor a flow and does "
-                        "not override call(): it cannot run anything"
+                        f"not override {method}(): it cannot run this chain"
                     )
+                call = getattr(segment, method)
                 if observed:
                     call = _timed(segment, call, sync)
                 inner = call if inner is None else functools.partial(call, inner)
@@ -535,10 +536,10 @@ def _bind(run: Callable[..., Any], fn: Any, sync: bool) -> Callable[..., Any]:
     return bound
 
 
-_BASE_CALL: Any = None
+_BASE_METHODS: dict[str, Any] = {}
 
 
-def _set_base_call(call: Any) -> None:
-    """policy.py registers its base ``call``, which a wrapping policy must override."""
-    global _BASE_CALL
-    _BASE_CALL = call
+def _set_base_call(call: Any, call_sync: Any) -> None:
+    """policy.py registers its base ``call`` and ``call_sync``, which a
+    wrapping policy must override to run a chain of that colour."""
+    _BASE_METHODS.update(call=call, call_sync=call_sync)

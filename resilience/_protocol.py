@@ -1,6 +1,6 @@
 """The two shapes a policy can take, as Protocols (documented in :mod:`resilience.lowlevel`).
 
-This module imports nothing of ours: every floor of the package may use it.
+It imports only the Clock protocol, so every floor of the package may use it.
 """
 
 from __future__ import annotations

@@ -121,8 +121,8 @@ class CircuitBreaker(Policy):
     event, every rejection a ``CallRejected``.
 
     Sync calls (:meth:`call_sync`, decorated plain functions) are safe from
-    many threads. Async calls on an event loop take no lock until the
-    breaker has served a sync call.
+    many threads. The first thread to use the breaker runs it without a
+    lock; once a second thread does, every step takes the lock.
 
     Example::
 

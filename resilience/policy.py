@@ -164,4 +164,4 @@ class Policy:
         return f"<{type(self).__name__} {self._name!r}>"
 
 
-_set_base_call(Policy.call)
+_set_base_call(Policy.call, Policy.call_sync)

@@ -219,6 +219,8 @@ Retry._inline_source = Inline(  # type: ignore[attr-defined]
             delay = run.after(error, result)
     """,
 )
+# A subclass that overrides start() runs through it.
+Retry._inline_source.methods["start"] = Retry.start  # type: ignore[attr-defined]
 
 
 class RetryRun:

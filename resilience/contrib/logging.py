@@ -21,8 +21,7 @@ import threading
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from resilience import events
-from resilience._clock import SYSTEM_CLOCK, Clock
+from resilience import Clock, SystemClock, events
 from resilience.events import (
     BulkheadRejected,
     CallRejected,
@@ -295,7 +294,7 @@ def log_events(
         merged,
         float(rejection_interval),
         policy,
-        clock if clock is not None else SYSTEM_CLOCK,
+        clock if clock is not None else SystemClock(),
     )
     if policy is None:
         events.add_listener(handle)

@@ -157,7 +157,9 @@ class Host:
 
     __slots__ = ("breaker", "label", "run", "run_sync", "used")
 
-    def __init__(self, label: str, breaker: CircuitBreaker | None, settings: Settings) -> None:
+    def __init__(
+        self, label: str, breaker: CircuitBreaker | None, settings: Settings, sync: bool
+    ) -> None:
         self.label = label
         self.breaker = breaker
         # Looked up since the last eviction sweep passed it (second chance).
@@ -165,15 +167,15 @@ class Host:
         guards: list[Any] = [*settings.policies]
         if breaker is not None:
             guards += [breaker, _SERVER_STATUS]
-        sync = [*guards]
-        # Without a Timeout of the user's, a deadline in force still bounds
-        # the attempt, inside the breaker: a cut attempt is the host's failure.
-        guards.append(settings.timeout if settings.timeout is not None else DeadlineGuard())
+        if not sync:
+            # Without a Timeout of the user's, a deadline in force still bounds
+            # the attempt, inside the breaker: a cut attempt is the host's failure.
+            guards.append(settings.timeout if settings.timeout is not None else DeadlineGuard())
         if settings.bulkhead is not None:
             guards.append(settings.bulkhead)
-            sync.append(settings.bulkhead)
-        self.run: Callable[..., Any] = Plan(guards).runner()
-        self.run_sync: Callable[..., Any] | None = Plan(sync).runner(sync=True) if sync else None
+        # The sync transport calls the wrapped transport directly when no
+        # policy applies to the attempt.
+        self.run: Callable[..., Any] | None = Plan(guards).runner(sync=sync) if guards else None
 
 
 class Settings:
@@ -191,6 +193,7 @@ class Settings:
         "retry",
         "shared",
         "statuses",
+        "sync",
         "timeout",
     )
 
@@ -206,6 +209,7 @@ class Settings:
         max_hosts: int,
         max_retry_after: float,
         retry_statuses: Collection[int],
+        sync: bool,
     ) -> None:
         for param, value, kind in (
             ("retry", retry, Retry),
@@ -237,6 +241,7 @@ class Settings:
         self.timeout = timeout
         self.bulkhead = bulkhead
         self.policies = tuple(policies)
+        self.sync = sync
         self.per_host = per_host
         self.max_hosts = max_hosts
         self.max_retry_after = float(max_retry_after)
@@ -250,7 +255,7 @@ class Settings:
             # Only the breakers derived from it run; it is their template.
             mark_template(breaker)
         else:
-            self.shared = Host("*", breaker, self)
+            self.shared = Host("*", breaker, self, sync)
 
     def host_for(self, request: httpx.Request) -> Host:
         shared = self.shared
@@ -273,7 +278,7 @@ class Settings:
             if host is not None:
                 return host
             label = _host_label(url)
-            host = Host(label, template.derive(name=f"{template.name}:{label}"), self)
+            host = Host(label, template.derive(name=f"{template.name}:{label}"), self, self.sync)
             hosts[key] = host
             # Bounded: past the limit, a host goes with its breaker and metric
             # series. Which one: the oldest not looked up since the sweep last

@@ -90,6 +90,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             max_hosts=max_hosts,
             max_retry_after=max_retry_after,
             retry_statuses=retry_statuses,
+            sync=False,
         )
 
     @property
@@ -108,7 +109,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         again = run is not None and replayable(request)
         while True:
             try:
-                response: httpx.Response = await attempt(send, request)
+                response: httpx.Response = await attempt(send, request)  # type: ignore[misc]
             except ServerError as exc:
                 response = exc.response
             except Exception as exc:
@@ -184,6 +185,7 @@ class ResilientTransport(httpx.BaseTransport):
             max_hosts=max_hosts,
             max_retry_after=max_retry_after,
             retry_statuses=retry_statuses,
+            sync=True,
         )
 
     @property
@@ -193,7 +195,7 @@ class ResilientTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
-        attempt = settings.host_for(request).run_sync
+        attempt = settings.host_for(request).run
         send = self._transport.handle_request
         retry = settings.retry
         run = None if retry is None else retry.start()
