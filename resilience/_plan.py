@@ -396,6 +396,9 @@ class Plan:
         if sync:
             for policy in policies:
                 _refuse_sync(policy)
+                threads = getattr(policy, "_threads", None)
+                if threads is not None:
+                    threads()  # our guards that lock only once threads use them
         segments: list[tuple[Any, tuple[Any, ...]] | Any] = []
         end = len(policies)
         while end:

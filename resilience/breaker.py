@@ -121,8 +121,9 @@ class CircuitBreaker(Policy):
     event, every rejection a ``CallRejected``.
 
     Sync calls (:meth:`call_sync`, decorated plain functions) are safe from
-    many threads. The first thread to use the breaker runs it without a
-    lock; once a second thread does, every step takes the lock.
+    many threads. Async calls on an event loop take no lock until the
+    breaker serves sync calls (a sync call, a decorated plain function, a
+    sync pipeline or transport holding it); from then on every step does.
 
     Example::
 
@@ -150,7 +151,6 @@ class CircuitBreaker(Policy):
         "_recorded_rejections",
         "_shared",
         "_slow_after",
-        "_thread",
         "_timing",
     )
 
@@ -260,9 +260,7 @@ class CircuitBreaker(Policy):
         else:
             self._recorded_rejections = _REJECTIONS  # the predicate decides
         self._lock = threading.Lock()
-        # The first thread to use the breaker runs it without a lock; once a
-        # second one does, every step takes the lock (`_shared`).
-        self._thread: int | None = None
+        # Without a lock until threads may use it: see _threads().
         self._shared = False
         # The fast path: CLOSED, no start time to read, no lock to take.
         self._fast = self._timing != _BOTH
@@ -415,15 +413,13 @@ class CircuitBreaker(Policy):
         self._record(permit, outcome, start, timing)
         return error
 
+    def _threads(self) -> None:
+        """A sync runner was compiled with this breaker: threads may use it,
+        so from now on every step takes the lock (Plan calls this)."""
+        self._shared = True
+        self._fast = False
+
     def _admit_slow(self) -> object:
-        ident = _get_ident()
-        if self._thread != ident:
-            if self._thread is None:
-                self._thread = ident
-            else:
-                # A second thread: from now on every step takes the lock.
-                self._shared = True
-                self._fast = False
         if self._shared:
             return self._admit()
         core = self._core
@@ -548,7 +544,7 @@ _DEFAULTS.update(
 _INLINE = Inline(
     admit="""
         {t} = {g}._core
-        if {t}.state is {n}CLOSED and {g}._fast and {g}._thread == {n}get_ident():
+        if {t}.state is {n}CLOSED and {g}._fast:
             {t} = {t}.epoch
         else:
             {t} = {g}._admit_slow()
@@ -563,7 +559,7 @@ _INLINE = Inline(
         else:
             error = {g}._settle_slow({t}, error, result)
     """,
-    names={"CLOSED": _CLOSED, "get_ident": _get_ident},
+    names={"CLOSED": _CLOSED},
 )
 CircuitBreaker._inline_source = _INLINE  # type: ignore[attr-defined]
 CircuitBreaker.admit = _INLINE.method(
