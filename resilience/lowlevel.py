@@ -16,6 +16,11 @@ the chain through them. Writing a policy of any of these kinds is supported:
 it composes, runs inside the transports and the middleware (``policies=``),
 and is observed like ours.
 
+A guard may also declare its fast path once, as source (:class:`Inline`):
+plans then compile it into their frame instead of calling ``admit`` and
+``settle``, and the guard's own methods are compiled from the same source.
+Our guards do; a user's guard needs nothing of the sort to run everywhere.
+
 Observers (:func:`add_observer`) are told each policy's span of each call;
 with none registered they cost one test per call.
 
@@ -54,7 +59,7 @@ Example::
 
 from ._backend import current_task, running_loop
 from ._deadline import _current as deadline_var
-from ._plan import Plan, add_observer, remove_observer
+from ._plan import Inline, Plan, add_observer, remove_observer
 from ._protocol import WAIT, CallObserver, Flow, FlowRun, Guard
 from ._registry import live_policies, mark_template
 from .retry import RetryRun
@@ -67,6 +72,7 @@ __all__ = [
     "Flow",
     "FlowRun",
     "Guard",
+    "Inline",
     "Plan",
     "RetryRun",
     "add_observer",

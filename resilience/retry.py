@@ -313,7 +313,10 @@ class RetryRun:
     def stop(self, *, failed: bool) -> None:
         """The driver stops for its own reasons (a request that is not safe to
         repeat, a server asking for too long a wait): count the call."""
+        policy = self.policy
         if failed:
-            self.policy._count_failure(self.attempt)
+            policy._count_failure(self.attempt)
+        elif self.attempt == 1:
+            policy._success_without_retry += 1
         else:
-            self.policy._count_success(self.attempt)
+            policy._success_with_retry += 1

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from resilience import Bulkhead, CircuitBreaker, Policy, Retry, Timeout, errors
-from resilience.lowlevel import DeadlineGuard, Plan, RetryRun, mark_template
+from resilience.lowlevel import DeadlineGuard, Inline, Plan, RetryRun, mark_template
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -50,8 +50,8 @@ class _ServerStatus:
     _sync_unsupported = None
     _internal = True  # observers do not see its spans
 
-    def admit(self) -> object:
-        return None
+    admit: Callable[[], object]
+    settle: Callable[[object, BaseException | None, Any], BaseException | None]
 
     async def wait(self) -> object:  # pragma: no cover - admit never waits
         return None
@@ -59,18 +59,28 @@ class _ServerStatus:
     def wait_sync(self) -> object:  # pragma: no cover - admit never waits
         return None
 
-    def settle(
-        self, ticket: object, error: BaseException | None, result: Any
-    ) -> BaseException | None:
+    @staticmethod
+    def failure(response: httpx.Response) -> ServerError:
+        try:
+            request = response.request
+        except RuntimeError:  # a transport that did not set it
+            request = None
+        message = f"server error {response.status_code}"
+        return ServerError(message, request=request, response=response)  # type: ignore[arg-type]
+
+
+_STATUS_SOURCE = Inline(
+    admit="""
+        {t} = None
+    """,
+    settle="""
         if error is None and result.status_code >= 500:
-            try:
-                request = result.request
-            except RuntimeError:  # a transport that did not set it
-                request = None
-            return ServerError(
-                f"server error {result.status_code}", request=request, response=result
-            )
-        return error
+            error = {g}.failure(result)
+    """,
+)
+_ServerStatus._inline_source = _STATUS_SOURCE  # type: ignore[attr-defined]
+_ServerStatus.admit = _STATUS_SOURCE.method("admit", "Nothing to take.")
+_ServerStatus.settle = _STATUS_SOURCE.method("settle", "A 5xx response becomes a ServerError.")
 
 
 _SERVER_STATUS = _ServerStatus()
@@ -313,9 +323,10 @@ class Settings:
         self, run: RetryRun, request: httpx.Request, replayable: bool, response: httpx.Response
     ) -> float | None:
         """The delay before retrying after ``response`` (the caller closes it
-        first), or None to return it now."""
+        first), or None to return it now. A response whose status is not in
+        ``statuses`` (with no ``on_result``) the caller may settle itself
+        with ``run.stop(failed=False)``, as this would."""
         assert self.retry is not None
-        # The status first: most responses stop here, before any header lookup.
         on_result = self.retry.on_result
         if on_result is None:
             retryable = response.status_code in self.statuses

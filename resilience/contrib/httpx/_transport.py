@@ -100,13 +100,15 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
-        attempt = settings.host_for(request).run
+        attempt = (settings.shared or settings.host_for(request)).run
         send = self._transport.handle_async_request
         retry = settings.retry
         run = None if retry is None else retry.start()
         # Judged before the first attempt: sending may read a stream into
         # memory (then it looks replayable), or consume it for good.
         again = run is not None and replayable(request)
+        # What after_response() says of most responses, decided here.
+        statuses = None if retry is None or retry.on_result is not None else settings.statuses
         while True:
             try:
                 response: httpx.Response = await attempt(send, request)  # type: ignore[misc]
@@ -123,6 +125,9 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                     await retry.clock.sleep(delay)  # type: ignore[union-attr]
                 continue
             if run is None:
+                return response
+            if statuses is not None and response.status_code not in statuses:
+                run.stop(failed=False)
                 return response
             delay = settings.after_response(run, request, again, response)
             if delay is None:
