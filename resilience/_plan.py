@@ -95,7 +95,9 @@ class Inline:
     the policy's own methods and into every bracket that runs the policy.
 
     A guard gives ``admit`` (statements that assign the ticket to ``{t}``,
-    never awaiting) and ``settle`` (statements that read ``{t}``, ``error``
+    never awaiting; a line ``{wait}`` marks where a branch that may answer
+    WAIT goes on to wait, and without one the plan never checks for WAIT)
+    and ``settle`` (statements that read ``{t}``, ``error``
     and ``result`` and assign ``error``, the exception to propagate). A flow
     gives ``start`` (assigns ``run``) and ``after`` (reads ``run``, ``error``,
     ``result``; assigns ``run`` and ``delay``). ``{g}`` stands for the policy,
@@ -110,8 +112,17 @@ class Inline:
         self.names = dict(sorted((names or {}).items()))
         self.methods: dict[str, Callable[..., Any]] = {}
 
-    def lines(self, kind: str, g: str, t: str, n: str) -> list[str]:
-        return self.sources[kind].format(g=g, t=t, n=n).split("\n")
+    def lines(
+        self, kind: str, g: str, t: str, n: str, wait: Sequence[str] = ("pass",)
+    ) -> list[str]:
+        out: list[str] = []
+        for line in self.sources[kind].split("\n"):
+            if line.strip() == "{wait}":
+                indent = line[: len(line) - len(line.lstrip())]
+                out += [indent + text for text in wait]
+            else:
+                out.append(line.format(g=g, t=t, n=n))
+        return out
 
     def method(self, kind: str, doc: str) -> Callable[..., Any]:
         """The policy's own ``admit`` / ``settle`` / ``start``, compiled from its source."""
@@ -177,11 +188,12 @@ def _bracket_source(
 
     def guard(i: int, at: int) -> None:
         inline = guards[i]
+        waits = [f"if t{i} is WAIT:", f"    t{i} = {aw}wait{i}()"]
         if inline is not None:
-            admit = [(at, line) for line in inline.lines("admit", f"guard{i}", f"t{i}", f"g{i}_")]
+            text = inline.lines("admit", f"guard{i}", f"t{i}", f"g{i}_", waits)
+            admit = [(at, line) for line in text]
         else:
-            admit = [(at, f"t{i} = admit{i}()")]
-        admit += [(at, f"if t{i} is WAIT:"), (at + 1, f"t{i} = {aw}wait{i}()")]
+            admit = [(at, f"t{i} = admit{i}()"), *((at, line) for line in waits)]
         if observed:
             lines.append((at, f"s{i} = _perf()"))
             lines.append((at, "try:"))
@@ -198,6 +210,8 @@ def _bracket_source(
             lines.append((at + 1, f"result = {call}"))
         lines.append((at, "except BaseException as e:"))
         lines.append((at + 1, "error = e"))
+        # Every settle reads `result`; on the way out with an error it is None.
+        lines.append((at + 1, "result = None"))
         if inline is not None:
             snippet(at, inline.lines("settle", f"guard{i}", f"t{i}", f"g{i}_"))
         else:
@@ -217,7 +231,7 @@ def _bracket_source(
         if observed:
             lines.append((body, "sf = _perf()"))
         lines.append((body, "while True:"))
-        lines.append((body + 1, "result = error = None"))
+        lines.append((body + 1, "error = None"))
         lines.append((body + 1, "try:"))
         if guards:
             guard(0, body + 2)
@@ -225,6 +239,7 @@ def _bracket_source(
             lines.append((body + 2, f"result = {call}"))
         lines.append((body + 1, "except BaseException as e:"))
         lines.append((body + 2, "error = e"))
+        lines.append((body + 2, "result = None"))
         if isinstance(flow, Inline):
             snippet(body + 1, flow.lines("after", "flow", "", "f_"))
         else:
@@ -236,7 +251,7 @@ def _bracket_source(
         if observed:
             lines.append((body, "_notify(flow, error, _perf() - sf)"))
     else:
-        lines.append((body, "result = error = None"))
+        lines.append((body, "error = None"))
         guard(0, body)
     lines.append((body, "if error is None:"))
     lines.append((body + 1, "return result"))

@@ -421,6 +421,7 @@ _INLINE = Inline(
             {t} = True
         else:
             {t} = {g}._admit_slow()
+            {wait}
     """,
     settle="""
         {g}._in_flight -= 1

@@ -149,6 +149,30 @@ class Retry(Policy):
 
     # The flow -----------------------------------------------------------------
 
+    @property
+    def needs_start(self) -> bool:
+        """Whether a call's :meth:`start` must come before its first attempt
+        (a ``budget`` counts the call, ``max_elapsed`` needs its start time).
+        When it is False, a driver may make the first attempt without a run
+        and, if it succeeds, report it with :meth:`succeeded_at_once`.
+
+        Example::
+
+            run = retry.start() if retry.needs_start else None
+        """
+        return self._needs_start
+
+    def succeeded_at_once(self) -> None:
+        """Count a call whose first attempt succeeded, made without a
+        :class:`RetryRun` (see :attr:`needs_start`).
+
+        Example::
+
+            if run is None and ok:
+                retry.succeeded_at_once()
+        """
+        self._success_without_retry += 1
+
     def start(self) -> RetryRun:
         """The decisions of one call (see :class:`RetryRun`): what
         :meth:`call`, :meth:`call_sync`, pipelines and the httpx transports
@@ -211,7 +235,7 @@ Retry._inline_source = Inline(  # type: ignore[attr-defined]
     """,
     after="""
         if run is None and error is None and {g}._on_result is None:
-            {g}._success_without_retry += 1
+            {g}.succeeded_at_once()
             delay = None
         else:
             if run is None:

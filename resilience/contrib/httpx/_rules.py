@@ -199,6 +199,7 @@ class Settings:
         "max_hosts",
         "max_retry_after",
         "per_host",
+        "plain_statuses",
         "policies",
         "retry",
         "shared",
@@ -256,6 +257,8 @@ class Settings:
         self.max_hosts = max_hosts
         self.max_retry_after = float(max_retry_after)
         self.statuses = statuses
+        # The statuses retried, when the status alone decides (no on_result).
+        self.plain_statuses = statuses if retry is not None and retry.on_result is None else None
         # Per host, oldest first.
         self.hosts: dict[HostKey, Host] = {}
         self.lock = threading.Lock()

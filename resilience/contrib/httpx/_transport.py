@@ -103,19 +103,24 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         attempt = (settings.shared or settings.host_for(request)).run
         send = self._transport.handle_async_request
         retry = settings.retry
-        run = None if retry is None else retry.start()
+        # No run is built for a call whose first attempt settles it.
+        run = retry.start() if retry is not None and retry.needs_start else None
         # Judged before the first attempt: sending may read a stream into
         # memory (then it looks replayable), or consume it for good.
-        again = run is not None and replayable(request)
+        again = retry is not None and replayable(request)
         # What after_response() says of most responses, decided here.
-        statuses = None if retry is None or retry.on_result is not None else settings.statuses
+        statuses = settings.plain_statuses
         while True:
             try:
                 response: httpx.Response = await attempt(send, request)  # type: ignore[misc]
             except ServerError as exc:
                 response = exc.response
             except Exception as exc:
-                delay = None if run is None else settings.after_error(run, request, again, exc)
+                if retry is None:
+                    delay = None
+                else:
+                    run = run or retry.start()
+                    delay = settings.after_error(run, request, again, exc)
                 if delay is None:
                     translated = translate(exc, request)
                     if translated is None:
@@ -124,17 +129,21 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 if delay > 0:
                     await retry.clock.sleep(delay)  # type: ignore[union-attr]
                 continue
-            if run is None:
+            if retry is None:
                 return response
             if statuses is not None and response.status_code not in statuses:
-                run.stop(failed=False)
+                if run is None:
+                    retry.succeeded_at_once()
+                else:
+                    run.stop(failed=False)
                 return response
+            run = run or retry.start()
             delay = settings.after_response(run, request, again, response)
             if delay is None:
                 return response
             await response.aclose()
             if delay > 0:
-                await retry.clock.sleep(delay)  # type: ignore[union-attr]
+                await retry.clock.sleep(delay)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -200,18 +209,23 @@ class ResilientTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
-        attempt = settings.host_for(request).run
+        attempt = (settings.shared or settings.host_for(request)).run
         send = self._transport.handle_request
         retry = settings.retry
-        run = None if retry is None else retry.start()
-        again = run is not None and replayable(request)
+        run = retry.start() if retry is not None and retry.needs_start else None
+        again = retry is not None and replayable(request)
+        statuses = settings.plain_statuses
         while True:
             try:
                 response = send(request) if attempt is None else attempt(send, request)
             except ServerError as exc:
                 response = exc.response
             except Exception as exc:
-                delay = None if run is None else settings.after_error(run, request, again, exc)
+                if retry is None:
+                    delay = None
+                else:
+                    run = run or retry.start()
+                    delay = settings.after_error(run, request, again, exc)
                 if delay is None:
                     translated = translate(exc, request)
                     if translated is None:
@@ -220,14 +234,21 @@ class ResilientTransport(httpx.BaseTransport):
                 if delay > 0:
                     retry.clock.sleep_sync(delay)  # type: ignore[union-attr]
                 continue
-            if run is None:
+            if retry is None:
                 return response
+            if statuses is not None and response.status_code not in statuses:
+                if run is None:
+                    retry.succeeded_at_once()
+                else:
+                    run.stop(failed=False)
+                return response
+            run = run or retry.start()
             delay = settings.after_response(run, request, again, response)
             if delay is None:
                 return response
             response.close()
             if delay > 0:
-                retry.clock.sleep_sync(delay)  # type: ignore[union-attr]
+                retry.clock.sleep_sync(delay)
 
     def close(self) -> None:
         self._transport.close()
