@@ -101,7 +101,9 @@ class Inline:
     and ``result`` and assign ``error``, the exception to propagate). A flow
     gives ``start`` (assigns ``run``) and ``after`` (reads ``run``, ``error``,
     ``result``; assigns ``run`` and ``delay``). ``{g}`` stands for the policy,
-    ``{n}`` prefixes the module names in ``names`` that the statements use.
+    ``{n}`` prefixes the module names in ``names`` that the statements use,
+    and ``{args}`` is the call's positional arguments (in a plan only: a
+    guard whose source reads it has no method of that kind).
     A subclass that overrides a compiled method is run through its methods.
     """
 
@@ -121,7 +123,7 @@ class Inline:
                 indent = line[: len(line) - len(line.lstrip())]
                 out += [indent + text for text in wait]
             else:
-                out.append(line.format(g=g, t=t, n=n))
+                out.append(line.format(g=g, t=t, n=n, args="args"))
         return out
 
     def method(self, kind: str, doc: str) -> Callable[..., Any]:
@@ -158,9 +160,9 @@ def _compile_source(source: str, what: str) -> Any:
     return compile(source, filename, "exec")
 
 
-def _inline_of(policy: Any, observed: bool) -> Inline | None:
+def _inline_of(policy: Any) -> Inline | None:
     inline = getattr(type(policy), "_inline_source", None)
-    if inline is None or observed or not inline.applies(policy):
+    if inline is None or not inline.applies(policy):
         return None
     return inline  # type: ignore[no-any-return]
 
@@ -395,10 +397,9 @@ class Plan:
     def check(self, fn: object, *, sync: bool) -> None:
         """Raise TypeError now if a policy of the chain cannot wrap ``fn``."""
         for policy in self._policies:
-            if sync:
-                policy._check_sync(fn)
-            else:
-                policy._check_async(fn)
+            check = getattr(policy, "_check_sync" if sync else "_check_async", None)
+            if check is not None:
+                check(fn)
 
     def decorate(self, fn: Callable[..., Any], *, sync: bool) -> Callable[..., Any]:
         """``fn`` wrapped by the chain (its metadata copied, as ``functools.wraps`` does)."""
@@ -479,10 +480,10 @@ class Plan:
         check: bool,
         bound: Any,
     ) -> Callable[..., Any]:
-        inlines = tuple(_inline_of(guard, observed) for guard in guards)
+        inlines = tuple(_inline_of(guard) for guard in guards)
         flow_inline: Inline | bool = flow is not None
         if flow is not None:
-            flow_inline = _inline_of(flow, observed) or True
+            flow_inline = _inline_of(flow) or True
         # The shape: sources are compared by identity of their Inline objects.
         make = _factory(
             inlines, flow_inline, inner is not None, observed, sync, bound is not None, check

@@ -6,7 +6,7 @@ import heapq
 import math
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -14,7 +14,7 @@ import anyio
 from resilience import Bulkhead, CircuitBreaker, Clock, Policy, SystemClock, Timeout
 from resilience.errors import BulkheadFullError, CircuitOpenError
 from resilience.errors import TimeoutError as ResilienceTimeoutError
-from resilience.lowlevel import Plan, current_task, deadline_var, running_loop
+from resilience.lowlevel import Inline, Plan, current_task, deadline_var, running_loop
 
 from ._request import (
     _CLOCK,
@@ -48,6 +48,60 @@ _get_ident = threading.get_ident
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 _new_request = object.__new__
+
+
+class _Entry:
+    """The innermost guard of the chain: the request leaves the queue and
+    enters the app; the app's cancellation by the budget becomes the
+    TimeoutError the breaker records, and a 5xx response (with a breaker) a
+    ServerErrorResponse; the middleware handles both on the way out."""
+
+    __slots__ = ("breaker", "timeout")
+
+    _internal = True  # observers do not see its spans
+    _sync_unsupported = "an ASGI application is async"
+
+    admit: Callable[[], object]
+    settle: Callable[[object, BaseException | None, object], BaseException | None]
+
+    def __init__(self, timeout: Timeout | None, breaker: CircuitBreaker | None) -> None:
+        self.timeout = timeout
+        self.breaker = breaker
+
+    async def wait(self) -> object:  # pragma: no cover - admit never waits
+        return None
+
+    def wait_sync(self) -> object:  # pragma: no cover - never run sync
+        return None
+
+    def _outside(self) -> object:
+        raise RuntimeError("the middleware's entry guard runs only inside its own chain")
+
+
+_ENTRY = Inline(
+    # The app is called with (scope, receive, request.send): the request is
+    # the bound method's __self__, read without a context variable.
+    admit="""
+        {t} = {args}[2].__self__
+        {t}.state = {n}ENTERED
+    """,
+    settle="""
+        if error is not None:
+            if {t}.mode and {t}.expired():
+                {t}.error = error = {g}.timeout.timed_out({t}.budget)
+        elif {g}.breaker is not None and {t}.state >= {n}STARTED and {t}.status >= 500:
+            error = {n}ServerErrorResponse({t}.status)
+    """,
+    names={
+        "ENTERED": _ENTERED,
+        "STARTED": _STARTED,
+        "ServerErrorResponse": ServerErrorResponse,
+    },
+)
+_Entry._inline_source = _ENTRY  # type: ignore[attr-defined]
+_Entry.admit = _Entry._outside  # type: ignore[assignment]
+_ENTRY.methods["admit"] = _Entry._outside
+_Entry.settle = _ENTRY.method("settle", "A timeout or a 5xx response, as the breaker sees it.")
 
 
 def _invalid(parameter: str, value: object, expected: str) -> ValueError:
@@ -216,13 +270,9 @@ class ResilienceMiddleware:
         self._timeout = None if timeout is None else Timeout(timeout, name=name, clock=clock)
         self._breaker = breaker
         # The chain each request runs, compiled once: policies, bulkhead,
-        # breaker, around the app.
-        chain = [*policies, self._bulkhead, breaker]
-        guards = [p for p in chain if p is not None]
-        run: Callable[[Request, Scope, Receive], Awaitable[None]] = self._enter
-        if guards:
-            run = Plan(guards).decorate(self._enter, sync=False)
-        self._run = run
+        # breaker, then the app, entered by the innermost guard.
+        chain = [*policies, self._bulkhead, breaker, _Entry(self._timeout, breaker)]
+        self._run = Plan([p for p in chain if p is not None]).decorate(app, sync=False)
         self._seconds: float | None = None if timeout is None else float(timeout)
         self._exclude = exclude
         self._exclude_methods = methods
@@ -267,7 +317,7 @@ class ResilienceMiddleware:
         seconds = self._seconds
         if seconds is None:
             try:
-                await self._run(request, scope, receive)
+                await self._run(scope, receive, request.send)
                 return
             except BaseException as exc:
                 outcome = self._outcome(request, exc)
@@ -303,7 +353,7 @@ class ResilienceMiddleware:
             timers.arm(at)
         token = deadline_var.set(request)
         try:
-            await self._run(request, scope, receive)
+            await self._run(scope, receive, request.send)
             outcome = 0
         except BaseException as exc:
             if request.state == _QUEUED and request.expired():
@@ -349,7 +399,7 @@ class ResilienceMiddleware:
                     request.scope = cancel_scope
                     request.timer = self._clock.call_at(request.at, request.fire)  # type: ignore[attr-defined]
                     try:
-                        await self._run(request, scope, receive)
+                        await self._run(scope, receive, request.send)
                         outcome = 0
                     except BaseException as exc:
                         outcome = self._outcome(request, exc)
@@ -370,7 +420,7 @@ class ResilienceMiddleware:
                 with scope_type(deadline=now() + budget) as cancel_scope:
                     request.scope = cancel_scope
                     try:
-                        await self._run(request, scope, receive)
+                        await self._run(scope, receive, request.send)
                         outcome = 0
                     except BaseException as exc:
                         outcome = self._outcome(request, exc)
@@ -422,23 +472,6 @@ class ResilienceMiddleware:
         if request.state == _STARTED:
             raise error
         return _TIMED_OUT
-
-    async def _enter(self, request: Request, scope: Scope, receive: Receive) -> None:
-        """The app, inside the chain: its own cancellation by the budget
-        becomes the TimeoutError the breaker records, and a 5xx response a
-        ServerErrorResponse for the breaker (the middleware handles both)."""
-        request.state = _ENTERED
-        try:
-            await self.app(scope, receive, request.send)
-        except BaseException:
-            if request.mode and request.expired():
-                # A TimeoutError the breaker records; the middleware turns it
-                # into a 504 or an aborted connection.
-                request.error = error = self._timed_out(request.budget)
-                raise error from None
-            raise
-        if self._breaker is not None and request.state >= _STARTED and request.status >= 500:
-            raise ServerErrorResponse(request.status)
 
     def _header_budget(self, scope: Scope, seconds: float) -> float:
         name = self._header
