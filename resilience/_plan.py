@@ -115,7 +115,13 @@ class Inline:
         self.methods: dict[str, Callable[..., Any]] = {}
 
     def lines(
-        self, kind: str, g: str, t: str, n: str, wait: Sequence[str] = ("pass",)
+        self,
+        kind: str,
+        g: str,
+        t: str,
+        n: str,
+        wait: Sequence[str] = ("pass",),
+        args: str = "args",
     ) -> list[str]:
         out: list[str] = []
         for line in self.sources[kind].split("\n"):
@@ -123,7 +129,7 @@ class Inline:
                 indent = line[: len(line) - len(line.lstrip())]
                 out += [indent + text for text in wait]
             else:
-                out.append(line.format(g=g, t=t, n=n, args="args"))
+                out.append(line.format(g=g, t=t, n=n, args=args))
         return out
 
     def method(self, kind: str, doc: str) -> Callable[..., Any]:
@@ -178,10 +184,14 @@ def _bracket_source(
     sync: bool,
     bound: bool,
     check: bool,
+    arity: int | None,
 ) -> str:
     """The source of ``make(...)``, which returns a runner of this shape."""
     aw = "" if sync else "await "
-    call = f"{aw}inner(fn, *args, **kwargs)" if inner else f"{aw}fn(*args, **kwargs)"
+    # A fixed number of positional arguments spares the packing of *args, **kwargs.
+    passed = "*args, **kwargs" if arity is None else ", ".join(f"a{i}" for i in range(arity))
+    args = "args" if arity is None else f"({passed}{',' if arity == 1 else ''})"
+    call = f"{aw}inner(fn, {passed})" if inner else f"{aw}fn({passed})"
     count = len(guards)
     lines: list[tuple[int, str]] = []
 
@@ -192,7 +202,7 @@ def _bracket_source(
         inline = guards[i]
         waits = [f"if t{i} is WAIT:", f"    t{i} = {aw}wait{i}()"]
         if inline is not None:
-            text = inline.lines("admit", f"guard{i}", f"t{i}", f"g{i}_", waits)
+            text = inline.lines("admit", f"guard{i}", f"t{i}", f"g{i}_", waits, args)
             admit = [(at, line) for line in text]
         else:
             admit = [(at, f"t{i} = admit{i}()"), *((at, line) for line in waits)]
@@ -224,7 +234,7 @@ def _bracket_source(
     body = 2
     if check:
         lines.append((body, "if _observers:"))
-        lines.append((body + 1, f"return {aw}observed()(fn, *args, **kwargs)"))
+        lines.append((body + 1, f"return {aw}observed()(fn, {passed})"))
     if flow:
         if isinstance(flow, Inline):
             snippet(body, flow.lines("start", "flow", "", "f_"))
@@ -274,7 +284,7 @@ def _bracket_source(
     params += ["flow", "start", "sleep", "inner", "observed", "fn"]
     if isinstance(flow, Inline):
         params += [f"f_{name}" for name in flow.names]
-    signature = "*args, **kwargs" if bound else "fn, /, *args, **kwargs"
+    signature = passed if bound else f"fn, /, {passed}"
     head = [
         f"def make({', '.join(params)}):",
         f"    {'def' if sync else 'async def'} run({signature}):",
@@ -371,27 +381,30 @@ class Plan:
             raise ValueError("a Plan needs at least one policy, got none")
         self._policies = policies
         self._owner = owner
-        self._runners: dict[tuple[bool, bool], Callable[..., Any]] = {}
+        self._runners: dict[tuple[bool, bool, int | None], Callable[..., Any]] = {}
         self._lock = threading.Lock()
 
     @property
     def policies(self) -> tuple[Any, ...]:
         return self._policies
 
-    def runner(self, *, sync: bool = False) -> Callable[..., Any]:
-        """``run(fn, *args, **kwargs)`` for this chain (async unless ``sync``)."""
-        run = self._runners.get((sync, False))
+    def runner(self, *, sync: bool = False, arity: int | None = None) -> Callable[..., Any]:
+        """``run(fn, *args, **kwargs)`` for this chain (async unless ``sync``);
+        with ``arity``, ``run(fn, a0, ..., a<arity-1>)``: positional arguments
+        only, which spares packing them per call."""
+        run = self._runners.get((sync, False, arity))
         if run is None:
-            run = self._runners[sync, False] = self._compile(sync, False, None)
+            run = self._runners[sync, False, arity] = self._compile(sync, False, None, arity)
         return run
 
-    def _observed(self, sync: bool) -> Callable[..., Any]:
-        run = self._runners.get((sync, True))
+    def _observed(self, sync: bool, arity: int | None) -> Callable[..., Any]:
+        run = self._runners.get((sync, True, arity))
         if run is None:
             with self._lock:
-                run = self._runners.get((sync, True))
+                run = self._runners.get((sync, True, arity))
                 if run is None:
-                    run = self._runners[sync, True] = self._compile(sync, True, None)
+                    run = self._compile(sync, True, None, arity)
+                    self._runners[sync, True, arity] = run
         return run
 
     def check(self, fn: object, *, sync: bool) -> None:
@@ -401,13 +414,18 @@ class Plan:
             if check is not None:
                 check(fn)
 
-    def decorate(self, fn: Callable[..., Any], *, sync: bool) -> Callable[..., Any]:
-        """``fn`` wrapped by the chain (its metadata copied, as ``functools.wraps`` does)."""
+    def decorate(
+        self, fn: Callable[..., Any], *, sync: bool, arity: int | None = None
+    ) -> Callable[..., Any]:
+        """``fn`` wrapped by the chain (its metadata copied, as ``functools.wraps``
+        does); ``arity`` as for :meth:`runner`."""
         self.check(fn, sync=sync)
-        wrapper = self._compile(sync, False, fn)
+        wrapper = self._compile(sync, False, fn, arity)
         return functools.update_wrapper(wrapper, fn)
 
-    def _compile(self, sync: bool, observed: bool, bound: Any) -> Callable[..., Any]:
+    def _compile(
+        self, sync: bool, observed: bool, bound: Any, arity: int | None = None
+    ) -> Callable[..., Any]:
         policies = self._policies
         if sync:
             for policy in policies:
@@ -447,6 +465,7 @@ class Plan:
                     observed=observed,
                     check=check,
                     bound=bound if outermost else None,
+                    arity=arity,
                 )
             else:
                 method = "call_sync" if sync else "call"
@@ -460,7 +479,7 @@ class Plan:
                     call = _timed(segment, call, sync)
                 inner = call if inner is None else functools.partial(call, inner)
                 if check:
-                    inner = self._checked(inner, sync)
+                    inner = self._checked(inner, sync, arity)
                 if outermost and bound is not None:
                     inner = _bind(inner, bound, sync)
         assert inner is not None
@@ -479,6 +498,7 @@ class Plan:
         observed: bool,
         check: bool,
         bound: Any,
+        arity: int | None,
     ) -> Callable[..., Any]:
         inlines = tuple(_inline_of(guard) for guard in guards)
         flow_inline: Inline | bool = flow is not None
@@ -486,7 +506,14 @@ class Plan:
             flow_inline = _inline_of(flow) or True
         # The shape: sources are compared by identity of their Inline objects.
         make = _factory(
-            inlines, flow_inline, inner is not None, observed, sync, bound is not None, check
+            inlines,
+            flow_inline,
+            inner is not None,
+            observed,
+            sync,
+            bound is not None,
+            check,
+            arity,
         )
         args: list[Any] = []
         for guard, inline in zip(guards, inlines, strict=True):
@@ -502,15 +529,18 @@ class Plan:
         if flow is not None:
             start = flow.start
             sleep = flow.clock.sleep_sync if sync else flow.clock.sleep
-        args += [flow, start, sleep, inner, functools.partial(self._observed, sync), bound]
+        observed_runner = functools.partial(self._observed, sync, arity)
+        args += [flow, start, sleep, inner, observed_runner, bound]
         if isinstance(flow_inline, Inline):
             args += flow_inline.names.values()
         return make(*args)
 
-    def _checked(self, run: Callable[..., Any], sync: bool) -> Callable[..., Any]:
+    def _checked(
+        self, run: Callable[..., Any], sync: bool, arity: int | None
+    ) -> Callable[..., Any]:
         """``run``, sent to the observed runner while observers are registered
         (for a chain whose outermost policy wraps through its own call)."""
-        observed = functools.partial(self._observed, sync)
+        observed = functools.partial(self._observed, sync, arity)
         if sync:
 
             def checked_sync(fn: Any, /, *args: Any, **kwargs: Any) -> Any:

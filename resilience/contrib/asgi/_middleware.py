@@ -272,7 +272,7 @@ class ResilienceMiddleware:
         # The chain each request runs, compiled once: policies, bulkhead,
         # breaker, then the app, entered by the innermost guard.
         chain = [*policies, self._bulkhead, breaker, _Entry(self._timeout, breaker)]
-        self._run = Plan([p for p in chain if p is not None]).decorate(app, sync=False)
+        self._run = Plan([p for p in chain if p is not None]).decorate(app, sync=False, arity=3)
         self._seconds: float | None = None if timeout is None else float(timeout)
         self._exclude = exclude
         self._exclude_methods = methods

@@ -185,7 +185,9 @@ class Host:
             guards.append(settings.bulkhead)
         # The sync transport calls the wrapped transport directly when no
         # policy applies to the attempt.
-        self.run: Callable[..., Any] | None = Plan(guards).runner(sync=sync) if guards else None
+        self.run: Callable[..., Any] | None = (
+            Plan(guards).runner(sync=sync, arity=1) if guards else None
+        )
 
 
 class Settings:
