@@ -6,16 +6,16 @@ import contextlib
 import inspect
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from ._clock import Clock
-from ._core.breaker import REJECTED, BreakerMachine
+from ._core.breaker import REJECTED, BreakerMachine, CircuitBreakerStatistics
 from ._core.windows import CountWindow, TimeWindow, Window
-from ._matchers import ExceptionFilter, exception_matcher, exception_types, result_predicate
+from ._matchers import ExceptionFilter
+from ._outcomes import FAILED, IGNORED, Outcomes
 from ._plan import Inline
 from ._validate import count, optional_seconds, rate, seconds
-from .errors import BulkheadFullError, CircuitOpenError
+from .errors import CircuitOpenError
 from .events import CallRejected, CircuitState, StateChanged, global_listeners
 from .policy import Policy
 
@@ -33,15 +33,6 @@ _UNTIMED = 0
 _END = 1
 _BOTH = 2
 
-# How a call's outcome is recorded.
-_SUCCEEDED = 0
-_FAILED = 1
-_IGNORED = 2  # matched by `ignore`, or our own rejection: counted as ignored
-_NOTHING = 3  # cancellation and the like: not recorded at all
-
-# Our own rejections, raised by policies inside the breaker: not recorded
-# unless `record` names them.
-_REJECTIONS = (CircuitOpenError, BulkheadFullError)
 _UNLOCKED = contextlib.nullcontext()
 _get_ident = threading.get_ident
 
@@ -49,41 +40,6 @@ _DEFAULT_WINDOW = CountWindow(100)
 _DEFAULTS: dict[str, Any] = {}  # CircuitBreaker's keyword defaults, filled below the class
 
 _fresh_error = CircuitOpenError._fresh
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitBreakerStatistics:
-    """A snapshot of a :class:`CircuitBreaker`.
-
-    ``calls``, ``failures``, ``slow_calls``, ``failure_rate`` and
-    ``slow_call_rate`` describe the current window (rates are 0.0 when it is
-    empty). Everything else is a running total since the breaker was
-    created: ``rejected`` and the ``*_total`` counters (what metrics read),
-    and ``transitions``, the number of state changes by ``(from, to)``.
-
-    Example::
-
-        stats = breaker.stats
-        print(f"{stats.state.value}: {stats.failures}/{stats.calls} failed "
-              f"({stats.failure_rate:.0%}), {stats.rejected} rejected so far")
-    """
-
-    state: CircuitState
-    calls: int
-    failures: int
-    slow_calls: int
-    failure_rate: float
-    slow_call_rate: float
-    rejected: int
-    successful_total: int
-    """Calls recorded as successes (including exceptions neither recorded nor ignored)."""
-    failed_total: int
-    """Calls recorded as failures (a recorded exception or a ``failure_result``)."""
-    ignored_total: int
-    """Calls that raised an exception matched by ``ignore``."""
-    slow_total: int
-    """Calls that took at least ``slow_call_duration`` (successful or failed)."""
-    transitions: dict[tuple[CircuitState, CircuitState], int]
 
 
 class CircuitBreaker(Policy):
@@ -144,11 +100,9 @@ class CircuitBreaker(Policy):
         "_core",
         "_failure_result",
         "_fast",
-        "_is_ignored",
-        "_is_recorded",
         "_lock",
         "_now",
-        "_recorded_rejections",
+        "_outcomes",
         "_shared",
         "_slow_after",
         "_timing",
@@ -193,21 +147,7 @@ class CircuitBreaker(Policy):
                 f"got {open_duration_max!r}"
             )
         max_wait = optional_seconds("half_open_max_wait", half_open_max_wait)
-        is_recorded = exception_matcher("record", record)
-        is_ignored = None
-        if ignore != ():
-            is_ignored = exception_matcher("ignore", ignore)
-            if isinstance(record, tuple | type) and isinstance(ignore, tuple | type):
-                both = set(exception_types("record", record)) & set(
-                    exception_types("ignore", ignore)
-                )
-                if both:
-                    names = ", ".join(sorted(t.__name__ for t in both))
-                    raise ValueError(
-                        f"ignore and record must not name the same exception type, "
-                        f"got {names} in both"
-                    )
-        failure_predicate = result_predicate("failure_result", failure_result)
+        outcomes = Outcomes(record, ignore, failure_result)
         super().__init__(name=name, clock=clock)
         # As given, for derive(); only what differs from the defaults, since
         # a process may hold thousands of breakers (one per host).
@@ -250,15 +190,9 @@ class CircuitBreaker(Policy):
             self._timing = _END
         else:
             self._timing = _UNTIMED
-        self._is_recorded = is_recorded
-        self._is_ignored = is_ignored
-        self._failure_result = failure_predicate
-        if isinstance(record, tuple | type):
-            self._recorded_rejections: tuple[type[BaseException], ...] = tuple(
-                t for t in exception_types("record", record) if issubclass(t, _REJECTIONS)
-            )
-        else:
-            self._recorded_rejections = _REJECTIONS  # the predicate decides
+        self._outcomes = outcomes
+        # Read on the hot path: a success needs no classifying without it.
+        self._failure_result = outcomes.failure_result
         self._lock = threading.Lock()
         # Without a lock until threads may use it: see _threads().
         self._shared = False
@@ -404,11 +338,11 @@ class CircuitBreaker(Policy):
             if permit < 0:
                 return error  # disabled: nothing to record
         try:
-            outcome = self._classify(error, result)
+            outcome = self._outcomes.classify(error, result)
         except Exception as exc:
             # A user predicate raised: the call still settles (as a failure),
             # then the predicate's exception propagates.
-            self._record(permit, _FAILED, start, timing)
+            self._record(permit, FAILED, start, timing)
             return exc
         self._record(permit, outcome, start, timing)
         return error
@@ -458,27 +392,15 @@ class CircuitBreaker(Policy):
             raise self._open_error(retry_after)
         return permit, now, _BOTH if self._slow_after is not None else _END
 
-    def _classify(self, error: BaseException | None, result: object) -> int:
-        if error is None:
-            predicate = self._failure_result
-            return _FAILED if predicate is not None and predicate(result) else _SUCCEEDED
-        if not isinstance(error, Exception):
-            return _NOTHING  # cancellation, KeyboardInterrupt, SystemExit
-        if self._is_ignored is not None and self._is_ignored(error):
-            return _IGNORED
-        if isinstance(error, _REJECTIONS) and not isinstance(error, self._recorded_rejections):
-            return _IGNORED  # load shed inside us is not the dependency failing
-        return _FAILED if self._is_recorded(error) else _SUCCEEDED
-
     def _record(self, permit: int, outcome: int, start: float, timing: int) -> None:
         core = self._core
         with self._lock if self._shared else _UNLOCKED:
-            if outcome >= _IGNORED:
-                core.release(permit, outcome == _IGNORED)
+            if outcome >= IGNORED:
+                core.release(permit, outcome == IGNORED)
                 return
             end = self._now() if timing else None
             slow = timing == _BOTH and end - start >= self._slow_after  # type: ignore[operator]
-            if not core.record(permit, outcome == _FAILED, slow, end):
+            if not core.record(permit, outcome == FAILED, slow, end):
                 return
             if core.trip_due:
                 core.trip(self._now())
