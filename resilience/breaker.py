@@ -98,11 +98,11 @@ class CircuitBreaker(Policy):
     __slots__ = (
         "_config",
         "_core",
-        "_failure_result",
         "_fast",
         "_lock",
         "_now",
         "_outcomes",
+        "_plain",
         "_shared",
         "_slow_after",
         "_timing",
@@ -191,13 +191,14 @@ class CircuitBreaker(Policy):
         else:
             self._timing = _UNTIMED
         self._outcomes = outcomes
-        # Read on the hot path: a success needs no classifying without it.
-        self._failure_result = outcomes.failure_result
         self._lock = threading.Lock()
         # Without a lock until threads may use it: see _threads().
         self._shared = False
         # The fast path: CLOSED, no start time to read, no lock to take.
         self._fast = self._timing != _BOTH
+        # ...and a success needs no classifying (no failure_result), the one
+        # test the hot path of settle makes besides the ticket's type.
+        self._plain = self._fast and outcomes.failure_result is None
 
     def derive(self, *, name: str | None = None, **overrides: Any) -> CircuitBreaker:
         """A new breaker with this one's configuration and listeners, in its own
@@ -351,7 +352,7 @@ class CircuitBreaker(Policy):
         """A sync runner was compiled with this breaker: threads may use it,
         so from now on every step takes the lock (Plan calls this)."""
         self._shared = True
-        self._fast = False
+        self._fast = self._plain = False
 
     def _admit_slow(self) -> object:
         if self._shared:
@@ -472,10 +473,7 @@ _INLINE = Inline(
             {t} = {g}._admit_slow()
     """,
     settle="""
-        if (
-            {t}.__class__ is int and error is None
-            and {g}._failure_result is None and not {g}._shared
-        ):
+        if {t}.__class__ is int and error is None and {g}._plain:
             if {g}._core.success({t}, {g}._now() if {g}._timing else None):
                 {g}._follow_up()
         else:

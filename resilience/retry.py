@@ -235,7 +235,7 @@ Retry._inline_source = Inline(  # type: ignore[attr-defined]
     """,
     after="""
         if run is None and error is None and {g}._on_result is None:
-            {g}.succeeded_at_once()
+            {g}._success_without_retry += 1  # succeeded_at_once(), without its call
             delay = None
         else:
             if run is None:

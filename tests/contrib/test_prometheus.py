@@ -10,6 +10,7 @@ import anyio
 import anyio.lowlevel
 import httpx
 import pytest
+import sniffio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -19,12 +20,16 @@ from resilience import (
     CircuitBreaker,
     CircuitOpenError,
     Fallback,
+    Pipeline,
+    Policy,
     PoolBulkhead,
     Retry,
     Timeout,
     TimeoutError,
+    _observe,
     backoff,
 )
+from resilience.contrib.asgi import ResilienceMiddleware
 from resilience.contrib.httpx import AsyncResilientTransport
 from resilience.contrib.prometheus import METRIC_NAMES, Instrumentation, instrument
 from resilience.testing import FakeClock
@@ -553,3 +558,90 @@ def test_durations_of_a_collected_policy_are_dropped() -> None:
         gc.collect()
         assert key not in store.series
         assert scrape(registry, name) == {}
+
+
+# Durations as a call observer --------------------------------------------------------
+
+
+class Counting(Policy):
+    """A user's guard: it counts the calls in progress."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name=name)
+        self.running = 0
+
+    def admit(self) -> object:
+        self.running += 1
+        return None
+
+    async def wait(self) -> object:
+        raise AssertionError("never waits")
+
+    def wait_sync(self) -> object:
+        raise AssertionError("never waits")
+
+    def settle(self, ticket: object, error: BaseException | None, result: object) -> object:
+        self.running -= 1
+        return error
+
+
+async def test_durations_time_what_was_built_before_instrument() -> None:
+    names = [unique(kind) for kind in ("b-retry", "b-breaker", "b-user", "b-pipe")]
+    retry = Retry(2, backoff=backoff.immediate(), name=names[0])
+    breaker = CircuitBreaker(names[1])
+    user = Counting(names[2])
+    pipeline = Pipeline(retry, breaker, user, name=names[3])
+
+    async def raw() -> int:
+        return 1
+
+    work = pipeline(raw)  # decorated before any instrumentation exists
+    registry = CollectorRegistry()
+    with instrument(registry, durations=True):
+        assert await work() == 1
+        assert await pipeline.call(raw) == 1
+        for name in names:
+            assert _histogram(scrape(registry, name)) == {"success": 2}, name
+    assert _observe._observers == ()  # close() removed the observer
+
+
+async def test_the_aiobreaker_adapter_is_timed_in_a_pipeline() -> None:
+    aiobreaker = pytest.importorskip("aiobreaker")
+    from resilience.contrib.aiobreaker import AiobreakerPolicy
+
+    name = unique("b-aio")
+    adapter = AiobreakerPolicy(aiobreaker.CircuitBreaker(name=name))
+
+    @(Retry(1) | adapter)
+    async def work() -> int:
+        return 1
+
+    registry = CollectorRegistry()
+    with instrument(registry, durations=True):
+        if sniffio.current_async_library() == "asyncio":  # aiobreaker is asyncio-only
+            assert await work() == 1
+            assert _histogram(scrape(registry, name)) == {"success": 1}
+
+
+async def test_no_series_for_policies_the_user_did_not_create(registry: CollectorRegistry) -> None:
+    template_name, timeout_name = unique("tmpl"), unique("web")
+    template = CircuitBreaker(template_name)
+
+    def ok(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200)
+
+    transport = AsyncResilientTransport(httpx.MockTransport(ok), retry=Retry(2), breaker=template)
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get("https://a.test/")).status_code == 200
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        raise AssertionError("never called")
+
+    ResilienceMiddleware(app, timeout=1.0, name=timeout_name)
+    series = scrape(registry)
+    names = {dict(labels).get("name") for _, labels in series}
+    # The per-host breaker derived from the template is there; the template
+    # itself and the transport's deadline guard are not.
+    assert f"{template_name}:https://a.test:443" in names
+    assert template_name not in names
+    assert not [n for n in names if n and n.startswith("timeout-")]
