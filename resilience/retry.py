@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, ParamSpec, TypeVar
@@ -13,6 +12,7 @@ from ._core.budget import RetryBudget
 from ._deadline import _current as _current_deadline
 from ._matchers import ExceptionFilter, exception_matcher, result_predicate
 from ._plan import Inline
+from ._validate import count, optional_seconds
 from .backoff import exponential
 from .errors import BulkheadFullError, CircuitOpenError
 from .events import RetryExhausted, RetryScheduled, global_listeners
@@ -98,18 +98,12 @@ class Retry(Policy):
         name: str | None = None,
         clock: Clock | None = None,
     ) -> None:
-        if isinstance(attempts, bool) or not isinstance(attempts, int):
-            raise TypeError(f"attempts must be an int, got {attempts!r}")
-        if attempts < 1:
-            raise ValueError(f"attempts must be >= 1 (it counts the first attempt), got {attempts}")
+        count("attempts", attempts, 1)  # it counts the first attempt
         if backoff is None:
             backoff = exponential(0.1, 2.0, cap=5.0, jitter="full")
         elif not isinstance(backoff, Backoff):
             raise TypeError(f"backoff must have a delay(attempt, previous) method, got {backoff!r}")
-        if max_elapsed is not None and not (max_elapsed > 0 and math.isfinite(max_elapsed)):
-            raise ValueError(
-                f"max_elapsed must be a finite number > 0 or None, got {max_elapsed!r}"
-            )
+        max_elapsed = optional_seconds("max_elapsed", max_elapsed)
         if budget is not None and not isinstance(budget, RetryBudget):
             raise TypeError(f"budget must be a RetryBudget or None, got {budget!r}")
         super().__init__(name=name, clock=clock)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from typing import TypeAlias
 
+from resilience._validate import count
+
 __all__ = ["CountWindow", "TimeWindow", "Window"]
 
 _floor = math.floor
@@ -45,11 +47,7 @@ class CountWindow:
     __slots__ = ("_calls", "_failures", "_next", "_size", "_slots", "_slow")
 
     def __init__(self, size: int) -> None:
-        if isinstance(size, bool) or not isinstance(size, int):
-            raise TypeError(f"size must be an int, got {size!r}")
-        if size < 1:
-            raise ValueError(f"size must be >= 1, got {size!r}")
-        self._size = size
+        self._size = count("size", size, 1)
         # One byte per call: a list would take 8 bytes per slot for the pointer alone.
         self._slots = bytearray(size)
         self._next = 0
