@@ -17,6 +17,7 @@ observers: :mod:`resilience._observe`.
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -133,6 +134,14 @@ class Plan:
     ) -> Callable[..., Any]:
         """``fn`` wrapped by the chain (its metadata copied, as ``functools.wraps``
         does); ``arity`` as for :meth:`runner`."""
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            # Calling one only builds the generator: what its iteration raises
+            # would never reach the policies.
+            raise TypeError(
+                f"{getattr(fn, '__qualname__', fn)!r} is a generator function: policies "
+                "see a call's outcome, and a generator's comes while it is iterated; "
+                "decorate the function that consumes it, or one that returns a list"
+            )
         self.check(fn, sync=sync)
         wrapper = self._compile(sync, False, fn, arity)
         return functools.update_wrapper(wrapper, fn)

@@ -29,6 +29,12 @@ class ResilienceError(Exception):
         super().__init__(message)
         self.name = name
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Errors cross processes (multiprocessing, task queues, log handlers):
+        # rebuilt from their type, args and fields, not through the
+        # keyword-only constructors, so every subclass pickles and copies.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
 
 class CircuitOpenError(ResilienceError):
     """A circuit breaker rejected the call without running it.
@@ -71,12 +77,14 @@ class CircuitOpenError(ResilienceError):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, retry_after={self.retry_after!r})"
 
-    def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_open, (self.name, self.retry_after))
 
-
-def _rebuild_open(name: str, retry_after: float | None) -> CircuitOpenError:
-    return CircuitOpenError(name=name, retry_after=retry_after)
+def _rebuild(
+    cls: type[ResilienceError], args: tuple[object, ...], fields: dict[str, object]
+) -> object:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(fields)
+    return error
 
 
 class BulkheadFullError(ResilienceError):

@@ -714,3 +714,48 @@ def test_wrong_types_raise_type_error_naming_the_parameter(
 ) -> None:
     with pytest.raises(TypeError, match=param):
         CircuitBreaker(**kwargs)
+
+
+# A user callback that raises still settles the call -----------------------------------
+
+
+class PredicateBroke(Exception):
+    pass
+
+
+def broken_predicate(value: object) -> bool:
+    raise PredicateBroke
+
+
+@pytest.mark.parametrize("where", ["failure_result", "record", "ignore"])
+async def test_a_raising_callback_settles_a_half_open_trial_as_a_failure(where: str) -> None:
+    clock = FakeClock()
+    kwargs: dict[str, Any] = {where: broken_predicate}
+    breaker = CircuitBreaker(
+        "cb", consecutive_failures=1, open_duration=1.0, clock=clock, minimum_calls=1, **kwargs
+    )
+    breaker.open()
+    clock.advance(1.0)
+    assert breaker.state is CircuitState.HALF_OPEN
+
+    async def trial() -> str:
+        if where == "failure_result":
+            return "looks fine"
+        raise ValueError("the call failed")
+
+    # The callback's own exception propagates, once the trial has settled...
+    with pytest.raises(PredicateBroke):
+        await breaker.call(trial)
+    # ...as a failure: the breaker reopened instead of staying HALF_OPEN forever.
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.stats.failed_total == 1
+
+
+def test_a_raising_callback_settles_a_sync_half_open_trial_as_a_failure() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker("cb", open_duration=1.0, clock=clock, failure_result=broken_predicate)
+    breaker.open()
+    clock.advance(1.0)
+    with pytest.raises(PredicateBroke):
+        breaker.call_sync(lambda: "looks fine")
+    assert breaker.state is CircuitState.OPEN

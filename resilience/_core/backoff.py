@@ -49,6 +49,15 @@ def _check_jitter(jitter: object) -> Jitter:
     return jitter  # type: ignore[return-value]
 
 
+def _check_decorrelated(param: str, floor: float, jitter: object) -> None:
+    """Decorrelated jitter grows from its floor: a floor of 0 would never wait."""
+    if jitter == "decorrelated" and floor <= 0:
+        raise ValueError(
+            f"{param} must be > 0 with jitter='decorrelated' (every delay would be 0), "
+            f"got {floor!r}"
+        )
+
+
 class _Schedule:
     """Shared jitter and cap handling; subclasses compute the raw delay."""
 
@@ -113,7 +122,9 @@ class Fixed(_Schedule):
 
     def __init__(self, delay: float, *, jitter: Jitter = None, rng: random.Random | None = None):
         self._delay = _check_delay("delay", delay)
-        super().__init__(floor=0.0, cap=self._delay, jitter=jitter, rng=rng)
+        # The floor of decorrelated jitter: it stays within [delay, delay].
+        super().__init__(floor=self._delay, cap=self._delay, jitter=jitter, rng=rng)
+        _check_decorrelated("delay", self._delay, jitter)
 
     def _raw(self, attempt: int) -> float:
         return self._delay
@@ -143,7 +154,10 @@ class Linear(_Schedule):
             cap = _check_delay("cap", cap)
         if cap < self._initial:
             raise ValueError(f"cap must be >= initial ({self._initial!r}), got {cap!r}")
-        super().__init__(floor=self._initial, cap=cap, jitter=jitter, rng=rng)
+        # Starting at 0, decorrelated jitter's floor is the first delay that is not.
+        floor = self._initial if self._initial > 0 else min(self._step, cap)
+        super().__init__(floor=floor, cap=cap, jitter=jitter, rng=rng)
+        _check_decorrelated("step", floor, jitter)
 
     def _raw(self, attempt: int) -> float:
         return self._initial + self._step * (attempt - 1)
@@ -179,12 +193,13 @@ class Exponential(_Schedule):
         if cap < self._initial:
             raise ValueError(f"cap must be >= initial ({self._initial!r}), got {cap!r}")
         super().__init__(floor=self._initial, cap=cap, jitter=jitter, rng=rng)
+        _check_decorrelated("initial", self._initial, jitter)
 
     def _raw(self, attempt: int) -> float:
         try:
             return self._initial * self._multiplier ** (attempt - 1)
-        except OverflowError:
-            return math.inf
+        except OverflowError:  # 0 stays 0, however many attempts
+            return math.inf if self._initial > 0 else 0.0
 
     def __repr__(self) -> str:
         return (

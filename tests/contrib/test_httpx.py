@@ -590,3 +590,39 @@ def test_the_host_key_agrees_with_httpx_public_url_parts(monkeypatch: pytest.Mon
 
     monkeypatch.setattr(transport_module, "parsed_key", broken)
     assert transport_module.pick_host_key() is transport_module.public_key
+
+
+def test_hosts_evicted_from_many_threads_never_break_a_request() -> None:
+    # More hosts than max_hosts, from several threads at once: eviction must
+    # never race (it raised RuntimeError and KeyError before it took a lock).
+    import sys
+    import threading
+
+    transport = ResilientTransport(
+        httpx.MockTransport(lambda request: httpx.Response(200)),
+        breaker=CircuitBreaker("hosts"),
+        max_hosts=4,
+    )
+    errors: list[BaseException] = []
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def worker(seed: int) -> None:
+        try:
+            with httpx.Client(transport=transport) as client:
+                for i in range(400):
+                    host = (seed * 7 + i) % 40
+                    assert client.get(f"http://h{host}.test/").status_code == 200
+        except BaseException as exc:
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+    assert len(transport.breakers) <= 4

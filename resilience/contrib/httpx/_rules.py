@@ -343,7 +343,9 @@ class Settings:
         hint = None
         if response.status_code in _RETRY_AFTER_STATUSES:
             hint = parse_retry_after(response.headers.get("retry-after"))
-            if hint is not None and hint > self.max_retry_after:
+            if not hint:
+                hint = None  # Retry-After: 0 means "no particular wait": the schedule's
+            elif hint > self.max_retry_after:
                 run.stop(failed=True)
                 return None
         return run.retry(None, response, hint=hint)

@@ -1,0 +1,123 @@
+"""Regression tests for what outside tests and a new user found (issue 14)."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+
+import httpx
+import pytest
+
+from resilience import (
+    Bulkhead,
+    BulkheadFullError,
+    CircuitBreaker,
+    CircuitOpenError,
+    ResilienceError,
+    Retry,
+    TimeoutError,
+    backoff,
+)
+from resilience.contrib.httpx import (
+    HTTPBulkheadFullError,
+    HTTPCircuitOpenError,
+    HTTPTimeoutError,
+    ResilientTransport,
+)
+from resilience.testing import FakeClock
+
+# Wrong numbers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("schedule", [backoff.fixed(2.0, jitter="decorrelated")])
+def test_decorrelated_jitter_of_a_fixed_delay_never_goes_below_it(schedule: object) -> None:
+    previous = 0.0
+    for attempt in range(1, 50):
+        previous = schedule.delay(attempt, previous)  # type: ignore[attr-defined]
+        assert previous == 2.0
+
+
+def test_decorrelated_jitter_from_zero_uses_the_first_nonzero_delay_as_its_floor() -> None:
+    schedule = backoff.linear(0, 0.5, cap=10, jitter="decorrelated")
+    previous = 0.0
+    for attempt in range(1, 50):
+        previous = schedule.delay(attempt, previous)
+        assert 0.5 <= previous <= 10
+
+
+@pytest.mark.parametrize(
+    ("build", "param"),
+    [
+        (lambda: backoff.exponential(0, cap=5, jitter="decorrelated"), "initial"),
+        (lambda: backoff.fixed(0, jitter="decorrelated"), "delay"),
+        (lambda: backoff.linear(0, 0, jitter="decorrelated"), "step"),
+    ],
+)
+def test_decorrelated_jitter_that_could_never_wait_is_refused(build: object, param: str) -> None:
+    with pytest.raises(ValueError, match=rf"{param} must be > 0 with jitter='decorrelated'"):
+        build()  # type: ignore[operator]
+
+
+def test_an_exponential_schedule_from_zero_stays_at_zero() -> None:
+    schedule = backoff.exponential(0, cap=5)
+    assert [schedule.delay(n, 0.0) for n in (1, 1024, 1025, 5000)] == [0.0, 0.0, 0.0, 0.0]
+
+
+def test_retry_after_zero_leaves_the_schedules_delay() -> None:
+    clock = FakeClock()
+    responses = iter([httpx.Response(503, headers={"Retry-After": "0"}), httpx.Response(200)])
+    transport = ResilientTransport(
+        httpx.MockTransport(lambda request: next(responses)),
+        retry=Retry(2, backoff=backoff.fixed(1.5), clock=clock),
+    )
+    with httpx.Client(transport=transport) as client:
+        assert client.get("https://api.test/").status_code == 200
+    assert clock.sleeps == [1.5]
+
+
+# Misuse that passes silently ------------------------------------------------------------
+
+
+def test_generator_functions_are_refused_at_decoration() -> None:
+    def numbers() -> object:
+        yield 1
+
+    async def stream() -> object:
+        yield 1
+
+    for policy in (Retry(2), CircuitBreaker("gen"), Bulkhead(1), Retry(2) | Bulkhead(1)):
+        for fn in (numbers, stream):
+            with pytest.raises(TypeError, match="generator function"):
+                policy(fn)  # type: ignore[operator]
+
+
+# Errors cross process boundaries ---------------------------------------------------------
+
+
+def _errors() -> list[ResilienceError]:
+    request = httpx.Request("GET", "https://api.test/")
+    open_error = CircuitOpenError(name="cb", retry_after=1.5)
+    full = BulkheadFullError(name="bh", capacity=3)
+    timed_out = TimeoutError(name="t", seconds=2.0)
+    return [
+        open_error,
+        full,
+        timed_out,
+        HTTPCircuitOpenError(open_error, request),
+        HTTPBulkheadFullError(full, request),
+        HTTPTimeoutError(timed_out, request),
+    ]
+
+
+@pytest.mark.parametrize("error", _errors(), ids=lambda e: type(e).__name__)
+@pytest.mark.parametrize("how", ["pickle", "copy"])
+def test_every_public_error_round_trips_with_its_type_and_fields(
+    error: ResilienceError, how: str
+) -> None:
+    twin = pickle.loads(pickle.dumps(error)) if how == "pickle" else copy.copy(error)
+    assert type(twin) is type(error)
+    assert str(twin) == str(error)
+    for field in ("name", "retry_after", "capacity", "seconds"):
+        assert getattr(twin, field, None) == getattr(error, field, None)
+    if hasattr(error, "request"):
+        assert twin.request.url == error.request.url  # type: ignore[attr-defined]
