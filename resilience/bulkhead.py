@@ -368,9 +368,19 @@ class Bulkhead(Policy):
             self._wake(waiter)
 
     def _wake(self, waiter: Waiter) -> None:
-        if not waiter.wake():
+        if not waiter.wake() and self._forfeit(waiter):
             # Its loop or run is gone: the permit would never come back.
             self._release()
+
+    def _forfeit(self, waiter: Waiter) -> bool:
+        """A granted permit that its waiter will never use: True for the one
+        caller that takes it back (the failed waker or the abandoning waiter,
+        whichever comes first), so it is released exactly once."""
+        with self._lock:
+            if waiter.state != GRANTED:
+                return False
+            waiter.state = GONE
+            return True
 
     def _release(self) -> None:
         self._in_flight -= 1
@@ -398,7 +408,7 @@ class Bulkhead(Policy):
     def _abandon(self, waiter: Waiter) -> None:
         """The caller is cancelled: leave the queue, or give back the permit
         that was handed over but never used."""
-        if not self._leave(waiter) and waiter.state == GRANTED:
+        if not self._leave(waiter) and self._forfeit(waiter):
             self._release()
 
     def _rejection(self, *, waited: bool) -> BulkheadFullError:

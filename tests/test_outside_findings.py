@@ -121,3 +121,29 @@ def test_every_public_error_round_trips_with_its_type_and_fields(
         assert getattr(twin, field, None) == getattr(error, field, None)
     if hasattr(error, "request"):
         assert twin.request.url == error.request.url  # type: ignore[attr-defined]
+
+
+# Lost or doubled permits -------------------------------------------------------------
+
+
+def test_a_permit_granted_to_a_waiter_on_a_closed_loop_is_returned_once() -> None:
+    import asyncio
+
+    from resilience._parking import AsyncioWaiter
+
+    bulkhead = Bulkhead(1, max_waiting=1)
+    assert bulkhead.admit() is True  # the one permit, held
+    loop = asyncio.new_event_loop()
+    waiter = AsyncioWaiter(loop)
+    assert bulkhead._enqueue(waiter) is False  # parked
+    waiter.fut.add_done_callback(lambda _: None)  # as the awaiting task does
+    loop.close()  # the waiter's loop goes away while it waits
+    # The holder releases: the permit is handed to the waiter, whose wake
+    # fails (closed loop), so the waker takes it back...
+    bulkhead.settle(True, None, None)
+    # ...and the waiter, abandoning as its loop dies, must not give it back again.
+    bulkhead._abandon(waiter)
+    assert bulkhead.stats.in_flight == 0
+    assert bulkhead.admit() is True  # one permit again, not two
+    with pytest.raises(BulkheadFullError):
+        bulkhead._acquire_nowait()
