@@ -468,12 +468,12 @@ async def test_timeouts_count_as_breaker_failures_and_2xx_as_successes() -> None
 async def test_a_breaker_with_a_custom_record_counts_5xx_only_if_it_records_them() -> None:
     clock = FakeClock()
     app = App(clock)
-    app.status = 503
+    app.status = 500
     narrow = CircuitBreaker("narrow", record=(OSError,), clock=clock)
     wide = CircuitBreaker("wide", record=(OSError, ServerErrorResponse), clock=clock)
     for b in (narrow, wide):
         async with client(ResilienceMiddleware(app, breaker=b, clock=clock)) as c:
-            assert (await c.get("/")).status_code == 503
+            assert (await c.get("/")).status_code == 500
     assert (narrow.stats.failed_total, wide.stats.failed_total) == (0, 1)
 
 
@@ -495,8 +495,8 @@ async def test_the_breaker_records_the_requests_outcomes() -> None:
     middleware = ResilienceMiddleware(app, breaker=b, timeout=1, max_concurrent=4, clock=clock)
     async with client(middleware) as c:
         assert (await c.get("/")).status_code == 200
-        app.status = 502
-        assert (await c.get("/")).status_code == 502
+        app.status = 500
+        assert (await c.get("/")).status_code == 500
         with pytest.raises(RuntimeError):
             await c.get("/boom")
         assert (await c.get("/sleep/5")).status_code == 504
@@ -658,3 +658,50 @@ async def test_under_uvicorn_a_timeout_after_the_response_started_closes_the_con
                     await c.get("/stall")
                 # The server is fine and answers the next request.
                 assert (await c.get("/fast")).text == "fast"
+
+
+# Stacked breakers and late answers (outside findings) ---------------------------------
+
+
+async def test_the_502_503_504_an_app_passes_on_are_not_its_failures_by_default() -> None:
+    clock = FakeClock()
+    app = App(clock)
+    breaker = CircuitBreaker("stacked", minimum_calls=100, clock=clock)
+    async with client(ResilienceMiddleware(app, breaker=breaker, clock=clock)) as c:
+        for status in (502, 503, 504, 500):
+            app.status = status
+            assert (await c.get("/")).status_code == status
+    assert (breaker.stats.successful_total, breaker.stats.failed_total) == (3, 1)
+
+
+async def test_failure_statuses_are_configurable() -> None:
+    clock = FakeClock()
+    app = App(clock)
+    breaker = CircuitBreaker("own", minimum_calls=100, clock=clock)
+    middleware = ResilienceMiddleware(app, breaker=breaker, failure_statuses={502}, clock=clock)
+    async with client(middleware) as c:
+        for status in (502, 500):
+            app.status = status
+            await c.get("/")
+    assert (breaker.stats.successful_total, breaker.stats.failed_total) == (1, 1)
+
+
+async def test_an_app_that_answers_after_its_timeout_gets_a_504_and_a_counted_timeout() -> None:
+    clock = FakeClock()
+
+    async def stubborn(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await clock.sleep(5)  # past the budget: cancelled
+        except anyio.get_cancelled_exc_class():
+            pass  # caught, and answered anyway
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"too late"})
+
+    breaker = CircuitBreaker("late", minimum_calls=100, clock=clock)
+    middleware = ResilienceMiddleware(stubborn, timeout=1, breaker=breaker, clock=clock)
+    async with client(middleware) as c:
+        response = await c.get("/")
+    assert response.status_code == 504
+    assert middleware.timeout is not None
+    assert middleware.timeout.stats.timeouts == 1
+    assert breaker.stats.failed_total == 1

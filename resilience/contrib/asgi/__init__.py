@@ -51,7 +51,7 @@ try:
 except ImportError as exc:  # pragma: no cover - anyio is a dependency of resilience
     raise ImportError("resilience.contrib.asgi needs anyio") from exc
 
-from ._middleware import ResilienceMiddleware
+from ._middleware import DEFAULT_FAILURE_STATUSES, ResilienceMiddleware
 from ._request import ServerErrorResponse
 
-__all__ = ["ResilienceMiddleware", "ServerErrorResponse"]
+__all__ = ["DEFAULT_FAILURE_STATUSES", "ResilienceMiddleware", "ServerErrorResponse"]

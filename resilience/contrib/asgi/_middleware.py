@@ -6,7 +6,7 @@ import heapq
 import math
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -21,6 +21,7 @@ from ._request import (
     _COMPLETE,
     _ENTERED,
     _INF,
+    _LATE,
     _OPEN,
     _QUEUED,
     _SCOPE,
@@ -39,7 +40,15 @@ from ._request import (
 )
 from ._timers import Timers
 
-__all__ = ["ResilienceMiddleware"]
+__all__ = ["DEFAULT_FAILURE_STATUSES", "ResilienceMiddleware"]
+
+DEFAULT_FAILURE_STATUSES: frozenset[int] = frozenset({500})
+"""The responses the middleware's breaker records as failures by default.
+
+Only 500: the 502, 503 and 504 an app passes on from its own dependencies
+(an upstream's open breaker, a gateway timeout) say that dependency is down,
+not this service; counting them makes stacked breakers hold the whole
+service open long after the dependency recovered."""
 
 _SYSTEM_CLOCK = SystemClock()
 _current_task = current_task
@@ -56,7 +65,7 @@ class _Entry:
     TimeoutError the breaker records, and a 5xx response (with a breaker) a
     ServerErrorResponse; the middleware handles both on the way out."""
 
-    __slots__ = ("breaker", "timeout")
+    __slots__ = ("breaker", "failures", "timeout")
 
     _internal = True  # observers do not see its spans
     _sync_unsupported = "an ASGI application is async"
@@ -64,9 +73,12 @@ class _Entry:
     admit: Callable[[], object]
     settle: Callable[[object, BaseException | None, object], BaseException | None]
 
-    def __init__(self, timeout: Timeout | None, breaker: CircuitBreaker | None) -> None:
+    def __init__(
+        self, timeout: Timeout | None, breaker: CircuitBreaker | None, failures: frozenset[int]
+    ) -> None:
         self.timeout = timeout
         self.breaker = breaker
+        self.failures = failures
 
     async def wait(self) -> object:  # pragma: no cover - admit never waits
         return None
@@ -89,11 +101,15 @@ _ENTRY = Inline(
         if error is not None:
             if {t}.mode and {t}.expired():
                 {t}.error = error = {g}.timeout.timed_out({t}.budget)
-        elif {g}.breaker is not None and {t}.state >= {n}STARTED and {t}.status >= 500:
-            error = {n}ServerErrorResponse({t}.status)
+        elif {t}.state >= {n}STARTED:
+            if {g}.breaker is not None and {t}.status in {g}.failures:
+                error = {n}ServerErrorResponse({t}.status)
+        elif {t}.state == {n}LATE and {t}.expired():
+            {t}.error = error = {g}.timeout.timed_out({t}.budget)
     """,
     names={
         "ENTERED": _ENTERED,
+        "LATE": _LATE,
         "STARTED": _STARTED,
         "ServerErrorResponse": ServerErrorResponse,
     },
@@ -131,9 +147,11 @@ class ResilienceMiddleware:
       before the response started, and aborts the connection after.
     - ``breaker``: a :class:`~resilience.CircuitBreaker` around the app.
       While it is open, requests are answered 503 at once (``Retry-After``
-      from the breaker). Exceptions from the app and 5xx responses (as
-      :class:`ServerErrorResponse`), and timeouts, count as failures
-      (subject to the breaker's ``record`` and ``ignore``).
+      from the breaker). Exceptions from the app, timeouts, and responses
+      whose status is in ``failure_statuses`` (as
+      :class:`ServerErrorResponse`; by default only 500, see
+      :data:`DEFAULT_FAILURE_STATUSES`) count as failures (subject to the
+      breaker's ``record`` and ``ignore``).
     - ``policies``: your own policies (guards, flows or any
       :class:`~resilience.Policy`), run for each request outside the
       bulkhead, under the request's budget.
@@ -199,6 +217,7 @@ class ResilienceMiddleware:
         max_waiting: int = 0,
         timeout: float | None = None,
         breaker: CircuitBreaker | None = None,
+        failure_statuses: Collection[int] = DEFAULT_FAILURE_STATUSES,
         policies: Sequence[Policy] = (),
         exclude_paths: Iterable[str] = (),
         exclude_methods: Iterable[str] = (),
@@ -223,6 +242,12 @@ class ResilienceMiddleware:
             raise _invalid("timeout", timeout, "a finite number of seconds > 0 or None")
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
             raise _invalid("breaker", breaker, "a CircuitBreaker or None")
+        if isinstance(failure_statuses, str | bytes) or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599
+            for s in failure_statuses
+        ):
+            raise _invalid("failure_statuses", failure_statuses, "a collection of HTTP statuses")
+        failures = frozenset(failure_statuses)
         if isinstance(policies, Policy) or not all(isinstance(p, Policy) for p in policies):
             raise TypeError(f"policies must be a sequence of Policy instances, got {policies!r}")
         if isinstance(exclude_paths, str | bytes):
@@ -271,7 +296,8 @@ class ResilienceMiddleware:
         self._breaker = breaker
         # The chain each request runs, compiled once: policies, bulkhead,
         # breaker, then the app, entered by the innermost guard.
-        chain = [*policies, self._bulkhead, breaker, _Entry(self._timeout, breaker)]
+        entry = _Entry(self._timeout, breaker, failures)
+        chain = [*policies, self._bulkhead, breaker, entry]
         self._run = Plan([p for p in chain if p is not None]).decorate(app, sync=False, arity=3)
         self._seconds: float | None = None if timeout is None else float(timeout)
         self._exclude = exclude
@@ -465,7 +491,8 @@ class ResilienceMiddleware:
         return timeout.timed_out(budget)
 
     def _swallowed(self, request: Request) -> int:
-        """The budget ran out but the app caught the cancellation and returned."""
+        """The budget ran out but the app caught the cancellation and returned
+        (whatever it sent after that, a late answer, was dropped)."""
         if request.state == _COMPLETE:
             return 0
         error = self._timed_out(request.budget)

@@ -37,6 +37,14 @@ _QUEUED: Final = 0
 _ENTERED: Final = 1
 _STARTED: Final = 2
 _COMPLETE: Final = 3
+# The budget ran out before the response started, and the app answered
+# anyway (it caught the cancellation): what it sends is dropped, and the
+# request is answered as timed out.
+_LATE: Final = -1
+
+
+async def _dropped() -> None:
+    """What ``send`` returns for a message it does not forward."""
 
 
 class ServerErrorResponse(Exception):
@@ -138,9 +146,14 @@ class Request(Deadline):
             elif not message.get("more_body", False):  # pathsend, zerocopysend
                 self.state = _COMPLETE
         elif state == _ENTERED and message["type"] == "http.response.start":
+            if self.mode and self.ran_out():
+                self.state = _LATE
+                return _dropped()
             self.state = _STARTED
             self.status = message["status"]
             self.trailers = message.get("trailers", False)
+        elif state == _LATE:
+            return _dropped()
         mode = self.mode
         if mode:
             if self.state == _COMPLETE:
@@ -159,6 +172,13 @@ class Request(Deadline):
                 if mode == _SCOPE:
                     self.scope.deadline = self.now() + self.budget
         return self.downstream(message)
+
+    def ran_out(self) -> bool:
+        """Whether the budget has fired (without consuming the fact, as
+        :meth:`expired` does)."""
+        if self.mode == _TASK:
+            return self.fired
+        return bool(self.scope.cancel_called)
 
     def expired(self) -> bool:
         """Whether the budget ran out (and cancelled the work): called on the
