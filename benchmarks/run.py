@@ -768,7 +768,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds for the timed rounds (default 300, quick 40)",
     )
     parser.add_argument(
-        "--out", default=str(HERE), help="directory for RESULTS.md and results.json"
+        "--out",
+        default=str(HERE.parent / ".bench"),
+        help="directory for RESULTS.md and results.json (default .bench/, ignored by git; "
+        "--out benchmarks refreshes the committed tables on purpose)",
     )
     parser.add_argument("--list", action="store_true", help="list the selected cases and exit")
     parser.add_argument(

@@ -174,3 +174,37 @@ def test_instruction_counts_become_per_call_figures() -> None:
     assert results["asgi.middleware"]["instructions_per_call"] == 10_000
     assert results["asgi.middleware"]["extra"] == 5_000
     assert results["asgi.middleware"]["ratio_to_baseline"] == 2.0
+
+
+def test_a_run_writes_outside_the_tracked_tables_by_default() -> None:
+    import subprocess
+    from pathlib import Path
+
+    from benchmarks import run
+
+    out = Path(run.parse_args([]).out)
+    assert out.name == ".bench"
+    tracked = subprocess.run(
+        ["git", "ls-files", "--", str(out)],
+        cwd=Path(run.__file__).parent,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    assert tracked == ""  # not the committed benchmarks/RESULTS.md
+
+
+def test_the_scrape_row_reads_exactly_its_400_policies() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from benchmarks import cases_prometheus
+
+    target = cases_prometheus._scrape_100()
+    names = {
+        sample.labels.get("name")
+        for family in text_string_to_metric_families(target().decode())
+        for sample in family.samples
+    }
+    # 100 breakers and 100 retries named, 100 bulkheads and 100 timeouts
+    # with generated names: 400 policies, and no other live policy.
+    assert len(names - {None}) == 400
