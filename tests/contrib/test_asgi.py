@@ -644,7 +644,12 @@ async def test_under_uvicorn_shed_slow_excluded_and_nothing_hangs() -> None:
                 # Every permit came back: fresh requests go through.
                 assert (await c.get("/fast")).text == "fast"
     slow = sorted(status for path, status, _ in statuses if path.startswith("/slow"))
-    assert slow == [503, 503, 503, 503, 504, 504]
+    # Each slow request is shed (503) or times out (504); the first two in
+    # always take the permits and time out. How many more find a permit
+    # freed by then depends on how fast they arrive, so that is not asserted.
+    assert len(slow) == 6
+    assert set(slow) <= {503, 504}
+    assert slow.count(504) >= 2
     assert all(retry == "3" for _, status, retry in statuses if status == 503)
     assert [status for path, status, _ in statuses if path == "/health"] == [200, 200, 200]
 
