@@ -52,6 +52,13 @@ class SystemClock:
 
     On asyncio it sleeps with ``asyncio.sleep`` directly; elsewhere (trio)
     through anyio.
+
+    Example::
+
+        clock = SystemClock()
+        started = clock.now()
+        clock.sleep_sync(0.1)
+        assert clock.now() - started >= 0.1
     """
 
     __slots__ = ()

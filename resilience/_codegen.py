@@ -45,6 +45,23 @@ class Inline:
     and ``{args}`` is the call's positional arguments (in a plan only: a
     guard whose source reads it has no method of that kind).
     A subclass that overrides a compiled method is run through its methods.
+
+    Example::
+
+        class InFlight(Policy):
+            def __init__(self) -> None:
+                super().__init__(name="in-flight")
+                self.count = 0
+
+            async def wait(self) -> object: ...
+            def wait_sync(self) -> object: ...
+
+        InFlight._inline_source = Inline(
+            admit="{g}.count += 1\n{t} = None",
+            settle="{g}.count -= 1",
+        )
+        InFlight.admit = InFlight._inline_source.method("admit", "Count the call in.")
+        InFlight.settle = InFlight._inline_source.method("settle", "Count it out.")
     """
 
     __slots__ = ("methods", "names", "sources")

@@ -20,7 +20,14 @@ __all__ = ["Deadline", "current_deadline", "deadline"]
 
 
 class Deadline:
-    """A point in time on a clock: ``at`` seconds on ``clock.now()``'s scale."""
+    """A point in time on a clock: ``at`` seconds on ``clock.now()``'s scale.
+
+    Example::
+
+        with resilience.deadline(2.0) as limit:   # a Deadline
+            assert 0 < limit.remaining() <= 2.0
+            assert resilience.current_deadline() is limit
+    """
 
     __slots__ = ("at", "clock")
 

@@ -81,7 +81,14 @@ class Guard(Protocol):
 
 @runtime_checkable
 class FlowRun(Protocol):
-    """One call's decisions in a :class:`Flow`: what to do after each attempt."""
+    """One call's decisions in a :class:`Flow`: what to do after each attempt.
+
+    Example::
+
+        run = Retry(3, backoff=backoff.fixed(0.5)).start()
+        assert run.after(ConnectionError("reset"), None) == 0.5   # wait 0.5 s, try again
+        assert run.after(None, "ok") is None                       # stop: "ok" is the result
+    """
 
     def after(self, error: BaseException | None, result: Any) -> float | None:
         """None: stop (raise ``error``, or return ``result``); a number: wait

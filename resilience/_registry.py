@@ -44,6 +44,12 @@ def mark_template(policy: Policy) -> None:
 
 
 def live_policies() -> Iterator[Policy]:
-    """A snapshot of the policies alive now (templates excluded)."""
+    """A snapshot of the policies alive now (templates excluded).
+
+    Example::
+
+        breaker = CircuitBreaker("payments")
+        assert "payments" in {policy.name for policy in resilience.lowlevel.live_policies()}
+    """
     templates = _templates
     return iter([p for p in list(_live) if p not in templates])

@@ -45,7 +45,15 @@ logger = logging.getLogger("resilience")
 
 
 class CircuitState(enum.Enum):
-    """The states of a :class:`~resilience.CircuitBreaker`."""
+    """The states of a :class:`~resilience.CircuitBreaker`.
+
+    Example::
+
+        breaker = CircuitBreaker("api")
+        assert breaker.state is CircuitState.CLOSED
+        breaker.force_open()
+        assert breaker.state is CircuitState.FORCED_OPEN
+    """
 
     CLOSED = "closed"
     OPEN = "open"
@@ -56,7 +64,15 @@ class CircuitState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """Base of every event. ``name`` is the emitting policy's name."""
+    """Base of every event. ``name`` is the emitting policy's name.
+
+    Example::
+
+        def log_event(event: Event) -> None:
+            print(f"{event.name}: {event}")
+
+        add_listener(log_event)   # every event of every policy
+    """
 
     name: str
 
@@ -65,7 +81,18 @@ class Event:
 class RetryScheduled(Event):
     """An attempt failed and the retry will wait ``delay`` seconds before
     attempt ``attempt + 1``. ``exception`` is the failure, or ``None`` when a
-    result was judged retryable (then ``result`` holds it)."""
+    result was judged retryable (then ``result`` holds it).
+
+    Example::
+
+        events = []
+        retry = Retry(3, backoff=backoff.fixed(0.5), clock=FakeClock(), name="fetch")
+        retry.add_listener(events.append)
+        retry.call_sync(flaky)   # fails once with ConnectionError, then succeeds
+        (event,) = events
+        assert (event.attempt, event.delay) == (1, 0.5)
+        assert isinstance(event.exception, ConnectionError)
+    """
 
     attempt: int
     delay: float
@@ -77,7 +104,17 @@ class RetryScheduled(Event):
 class RetryExhausted(Event):
     """The retry gave up after ``attempts`` attempts. ``reason`` says why:
     the attempts ran out, the next wait would pass ``max_elapsed`` or the
-    deadline in force, or the retry budget refused."""
+    deadline in force, or the retry budget refused.
+
+    Example::
+
+        def on_give_up(event: Event) -> None:
+            if isinstance(event, RetryExhausted):
+                reason = event.reason   # "attempts", "max_elapsed", "deadline" or "budget"
+                log.error("%s gave up after %d attempts (%s)", event.name, event.attempts, reason)
+
+        retry.add_listener(on_give_up)
+    """
 
     attempts: int
     reason: Literal["attempts", "max_elapsed", "deadline", "budget"]
@@ -87,14 +124,33 @@ class RetryExhausted(Event):
 
 @dataclass(frozen=True, slots=True)
 class TimedOut(Event):
-    """A timeout fired after ``seconds`` and cancelled the work."""
+    """A timeout fired after ``seconds`` and cancelled the work.
+
+    Example::
+
+        timeouts = []
+        timeout = Timeout(0.01, name="search")
+        timeout.add_listener(timeouts.append)
+        with contextlib.suppress(resilience.TimeoutError):
+            await timeout.call(anyio.sleep, 1)
+        assert timeouts == [TimedOut("search", seconds=0.01)]
+    """
 
     seconds: float
 
 
 @dataclass(frozen=True, slots=True)
 class FallbackUsed(Event):
-    """The fallback replaced a failure (``exception``) or a rejected result."""
+    """The fallback replaced a failure (``exception``) or a rejected result.
+
+    Example::
+
+        events = []
+        fallback = Fallback([], name="cache")
+        fallback.add_listener(events.append)
+        assert fallback.call_sync(load_items) == []   # load_items raised OSError
+        assert isinstance(events[0].exception, OSError)
+    """
 
     exception: BaseException | None
     result: object = None
@@ -102,7 +158,18 @@ class FallbackUsed(Event):
 
 @dataclass(frozen=True, slots=True)
 class StateChanged(Event):
-    """A circuit breaker moved from ``old_state`` to ``new_state``."""
+    """A circuit breaker moved from ``old_state`` to ``new_state``.
+
+    Example::
+
+        def on_change(event: Event) -> None:
+            if isinstance(event, StateChanged):
+                print(f"{event.name}: {event.old_state.value} -> {event.new_state.value}")
+
+        breaker = CircuitBreaker("api")
+        breaker.add_listener(on_change)
+        breaker.force_open()   # prints "api: closed -> forced_open"
+    """
 
     old_state: CircuitState
     new_state: CircuitState
@@ -110,7 +177,18 @@ class StateChanged(Event):
 
 @dataclass(frozen=True, slots=True)
 class CallRejected(Event):
-    """A circuit breaker rejected a call in ``state``."""
+    """A circuit breaker rejected a call in ``state``.
+
+    Example::
+
+        events = []
+        breaker = CircuitBreaker("api")
+        breaker.add_listener(events.append)
+        breaker.force_open()
+        with contextlib.suppress(CircuitOpenError):
+            breaker.call_sync(fetch)
+        assert events[-1] == CallRejected("api", state=CircuitState.FORCED_OPEN, retry_after=None)
+    """
 
     state: CircuitState
     retry_after: float | None
@@ -119,7 +197,18 @@ class CallRejected(Event):
 @dataclass(frozen=True, slots=True)
 class BulkheadRejected(Event):
     """A bulkhead rejected a call: no free permit and no room to wait, or the
-    wait ran out (``waited`` is then True)."""
+    wait ran out (``waited`` is then True).
+
+    Example::
+
+        def on_reject(event: Event) -> None:
+            if isinstance(event, BulkheadRejected):
+                why = "waited too long" if event.waited else "full"
+                log.warning("%s rejected a call: %s (capacity %d)", event.name, why, event.capacity)
+
+        db = Bulkhead(10, max_waiting=5, max_wait=1.0, name="db")
+        db.add_listener(on_reject)
+    """
 
     capacity: int
     waited: bool
@@ -133,14 +222,33 @@ global_listeners: list[Listener] = []
 
 
 def add_listener(listener: Listener) -> None:
-    """Call ``listener(event)`` for every event of every policy."""
+    """Call ``listener(event)`` for every event of every policy.
+
+    Example::
+
+        def log_event(event: Event) -> None:
+            logging.getLogger("app").info("%s", event)
+
+        add_listener(log_event)
+    """
     if not callable(listener):
         raise TypeError(f"listener must be callable, got {listener!r}")
     global_listeners.append(listener)
 
 
 def remove_listener(listener: Listener) -> None:
-    """Stop calling a listener added with :func:`add_listener`."""
+    """Stop calling a listener added with :func:`add_listener`.
+
+    Example::
+
+        seen: list[Event] = []
+        listener = seen.append
+        add_listener(listener)
+        try:
+            run_scenario()
+        finally:
+            remove_listener(listener)
+    """
     global_listeners.remove(listener)
 
 

@@ -28,7 +28,10 @@ For integrations that keep a deadline of their own (the ASGI middleware's
 moving request budget), :data:`deadline_var` is the context variable that
 holds the deadline in force (:func:`resilience.current_deadline` reads it),
 and :func:`running_loop` and :func:`current_task` are the cheap asyncio probes
-the policies use (None on trio).
+the policies use (None on trio). :func:`check_count`, :func:`check_seconds`,
+:func:`check_optional_seconds` and :func:`check_rate` check arguments as every
+constructor of ours does: TypeError for a wrong type, ValueError for a wrong
+value, naming both.
 
 Example::
 
@@ -62,6 +65,10 @@ from ._deadline import _current as deadline_var
 from ._plan import Inline, Plan, add_observer, remove_observer
 from ._protocol import WAIT, CallObserver, Flow, FlowRun, Guard
 from ._registry import live_policies, mark_template
+from ._validate import count as check_count
+from ._validate import optional_seconds as check_optional_seconds
+from ._validate import rate as check_rate
+from ._validate import seconds as check_seconds
 from .retry import RetryRun
 from .timeout import DeadlineGuard
 
@@ -76,6 +83,10 @@ __all__ = [
     "Plan",
     "RetryRun",
     "add_observer",
+    "check_count",
+    "check_optional_seconds",
+    "check_rate",
+    "check_seconds",
     "current_task",
     "deadline_var",
     "live_policies",

@@ -30,7 +30,15 @@ _NEVER_RETRIED = (CircuitOpenError, BulkheadFullError)
 
 @dataclass(frozen=True, slots=True)
 class RetryStatistics:
-    """Running totals of a :class:`Retry` since it was created."""
+    """Running totals of a :class:`Retry` since it was created.
+
+    Example::
+
+        retry = Retry(3, backoff=backoff.immediate())
+        retry.call_sync(flaky)   # fails once, then succeeds
+        assert retry.stats.success_with_retry == 1
+        assert retry.stats.retries == 1
+    """
 
     success_without_retry: int
     success_with_retry: int

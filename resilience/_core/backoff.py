@@ -101,7 +101,13 @@ class _Schedule:
 
 
 class Immediate(_Schedule):
-    """No wait at all between attempts. Build with :func:`resilience.backoff.immediate`."""
+    """No wait at all between attempts. Build with :func:`resilience.backoff.immediate`.
+
+    Example::
+
+        schedule = backoff.immediate()
+        assert schedule.delay(1, 0.0) == 0.0
+    """
 
     __slots__ = ()
 
@@ -116,7 +122,13 @@ class Immediate(_Schedule):
 
 
 class Fixed(_Schedule):
-    """The same delay every time. Build with :func:`resilience.backoff.fixed`."""
+    """The same delay every time. Build with :func:`resilience.backoff.fixed`.
+
+    Example::
+
+        schedule = backoff.fixed(2.0)
+        assert [schedule.delay(n, 0.0) for n in (1, 2, 3)] == [2.0, 2.0, 2.0]
+    """
 
     __slots__ = ("_delay",)
 
@@ -135,7 +147,13 @@ class Fixed(_Schedule):
 
 class Linear(_Schedule):
     """``initial``, ``initial + step``, ``initial + 2 * step``, ... up to ``cap``.
-    Build with :func:`resilience.backoff.linear`."""
+    Build with :func:`resilience.backoff.linear`.
+
+    Example::
+
+        schedule = backoff.linear(1, 0.5, cap=2)
+        assert [schedule.delay(n, 0.0) for n in (1, 2, 3, 4)] == [1.0, 1.5, 2.0, 2.0]
+    """
 
     __slots__ = ("_initial", "_step")
 
@@ -170,7 +188,13 @@ class Linear(_Schedule):
 
 class Exponential(_Schedule):
     """``initial * multiplier ** (attempt - 1)``, never above ``cap``.
-    Build with :func:`resilience.backoff.exponential`."""
+    Build with :func:`resilience.backoff.exponential`.
+
+    Example::
+
+        schedule = backoff.exponential(1, 2, cap=5)
+        assert [schedule.delay(n, 0.0) for n in (1, 2, 3, 4)] == [1.0, 2.0, 4.0, 5.0]
+    """
 
     __slots__ = ("_initial", "_multiplier")
 

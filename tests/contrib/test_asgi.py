@@ -172,9 +172,12 @@ async def test_excluded_methods_bypass_everything() -> None:
         app.gate.set()
 
 
-@pytest.mark.parametrize("methods", ["OPTIONS", ["options"], ["GET "], [3]])
-def test_bad_excluded_methods_are_refused(methods: Any) -> None:
-    with pytest.raises(ValueError, match="exclude_methods"):
+@pytest.mark.parametrize(
+    ("methods", "error"),
+    [("OPTIONS", TypeError), (["options"], ValueError), (["GET "], ValueError), ([3], TypeError)],
+)
+def test_bad_excluded_methods_are_refused(methods: Any, error: type[Exception]) -> None:
+    with pytest.raises(error, match="exclude_methods"):
         ResilienceMiddleware(App(), exclude_methods=methods)
 
 
@@ -532,33 +535,44 @@ async def test_error_bodies_are_fixed_texts_or_json() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "parameter"),
+    ("kwargs", "parameter", "error"),
     [
-        ({"max_concurrent": 0}, "max_concurrent"),
-        ({"max_concurrent": True}, "max_concurrent"),
-        ({"max_concurrent": "4"}, "max_concurrent"),
-        ({"max_waiting": -1, "max_concurrent": 1}, "max_waiting"),
-        ({"max_waiting": 3}, "max_waiting"),
-        ({"timeout": 0}, "timeout"),
-        ({"timeout": math.inf}, "timeout"),
-        ({"timeout": "5"}, "timeout"),
-        ({"breaker": object()}, "breaker"),
-        ({"exclude_paths": "/health"}, "exclude_paths"),
-        ({"exclude_paths": ("health",)}, "exclude_paths"),
-        ({"retry_after": -1}, "retry_after"),
-        ({"retry_after": 1.5}, "retry_after"),
-        ({"deadline_header": "X-Timeout"}, "deadline_header"),  # needs timeout
-        ({"deadline_header": "bad header", "timeout": 1}, "deadline_header"),
-        ({"json_errors": "yes"}, "json_errors"),
-        ({"name": ""}, "name"),
-        ({"clock": object()}, "clock"),
+        ({"max_concurrent": 0}, "max_concurrent", ValueError),
+        ({"max_concurrent": True}, "max_concurrent", TypeError),
+        ({"max_concurrent": "4"}, "max_concurrent", TypeError),
+        ({"max_waiting": -1, "max_concurrent": 1}, "max_waiting", ValueError),
+        ({"max_waiting": 3}, "max_waiting", ValueError),
+        ({"timeout": 0}, "timeout", ValueError),
+        ({"timeout": math.inf}, "timeout", ValueError),
+        ({"timeout": "5"}, "timeout", TypeError),
+        ({"breaker": object()}, "breaker", TypeError),
+        ({"exclude_paths": "/health"}, "exclude_paths", TypeError),
+        ({"exclude_paths": ("health",)}, "exclude_paths", ValueError),
+        ({"retry_after": -1}, "retry_after", ValueError),
+        ({"retry_after": 1.5}, "retry_after", TypeError),
+        ({"deadline_header": "X-Timeout"}, "deadline_header", ValueError),  # needs timeout
+        ({"deadline_header": "bad header", "timeout": 1}, "deadline_header", ValueError),
+        ({"json_errors": "yes"}, "json_errors", TypeError),
+        ({"name": ""}, "name", ValueError),
+        ({"clock": object()}, "clock", TypeError),
+        ({"failure_statuses": {600}}, "failure_statuses", ValueError),
+        ({"failure_statuses": "500"}, "failure_statuses", TypeError),
     ],
 )
-def test_invalid_settings_raise_value_error_naming_the_parameter(
-    kwargs: dict[str, Any], parameter: str
+def test_invalid_settings_raise_an_error_naming_the_parameter(
+    kwargs: dict[str, Any], parameter: str, error: type[Exception]
 ) -> None:
-    with pytest.raises(ValueError, match=parameter):
+    # One rule everywhere: TypeError for a wrong type, ValueError for a wrong value.
+    with pytest.raises(error, match=parameter):
         ResilienceMiddleware(App(), **kwargs)
+
+
+def test_the_timeout_may_be_a_timedelta() -> None:
+    import datetime
+
+    middleware = ResilienceMiddleware(App(), timeout=datetime.timedelta(milliseconds=1500))
+    assert middleware.timeout is not None
+    assert middleware.timeout.seconds == 1.5
 
 
 def test_the_name_names_the_policies_it_builds() -> None:

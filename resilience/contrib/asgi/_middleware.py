@@ -14,7 +14,15 @@ import anyio
 from resilience import Bulkhead, CircuitBreaker, Clock, Policy, SystemClock, Timeout
 from resilience.errors import BulkheadFullError, CircuitOpenError
 from resilience.errors import TimeoutError as ResilienceTimeoutError
-from resilience.lowlevel import Inline, Plan, current_task, deadline_var, running_loop
+from resilience.lowlevel import (
+    Inline,
+    Plan,
+    check_count,
+    check_optional_seconds,
+    current_task,
+    deadline_var,
+    running_loop,
+)
 
 from ._request import (
     _CLOCK,
@@ -124,10 +132,8 @@ def _invalid(parameter: str, value: object, expected: str) -> ValueError:
     return ValueError(f"{parameter} must be {expected}, got {value!r}")
 
 
-def _count(parameter: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _invalid(parameter, value, f"an int >= {minimum}")
-    return value
+def _wrong(parameter: str, value: object, expected: str) -> TypeError:
+    return TypeError(f"{parameter} must be {expected}, got {value!r}")
 
 
 class ResilienceMiddleware:
@@ -228,47 +234,46 @@ class ResilienceMiddleware:
         clock: Clock | None = None,
     ) -> None:
         if not callable(app):
-            raise _invalid("app", app, "an ASGI application (a callable)")
+            raise _wrong("app", app, "an ASGI application (a callable)")
         if max_concurrent is not None:
-            _count("max_concurrent", max_concurrent, 1)
-        _count("max_waiting", max_waiting, 0)
+            check_count("max_concurrent", max_concurrent, 1)
+        check_count("max_waiting", max_waiting, 0)
         if max_waiting and max_concurrent is None:
             raise ValueError(f"max_waiting={max_waiting!r} needs max_concurrent, got None")
-        if timeout is not None and (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not (timeout > 0 and math.isfinite(timeout))
-        ):
-            raise _invalid("timeout", timeout, "a finite number of seconds > 0 or None")
+        timeout = check_optional_seconds("timeout", timeout)
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
-            raise _invalid("breaker", breaker, "a CircuitBreaker or None")
+            raise _wrong("breaker", breaker, "a CircuitBreaker or None")
         if isinstance(failure_statuses, str | bytes) or not all(
-            isinstance(s, int) and not isinstance(s, bool) and 100 <= s <= 599
-            for s in failure_statuses
+            isinstance(s, int) and not isinstance(s, bool) for s in failure_statuses
         ):
-            raise _invalid("failure_statuses", failure_statuses, "a collection of HTTP statuses")
+            raise _wrong("failure_statuses", failure_statuses, "a collection of HTTP statuses")
+        if not all(100 <= s <= 599 for s in failure_statuses):
+            raise _invalid("failure_statuses", failure_statuses, "HTTP statuses (100 to 599)")
         failures = frozenset(failure_statuses)
         if isinstance(policies, Policy) or not all(isinstance(p, Policy) for p in policies):
-            raise TypeError(f"policies must be a sequence of Policy instances, got {policies!r}")
+            raise _wrong("policies", policies, "a sequence of Policy instances")
         if isinstance(exclude_paths, str | bytes):
             # A lone "/health" would otherwise become the prefixes "/", "h", ...
-            raise _invalid("exclude_paths", exclude_paths, "a collection of path prefixes")
+            raise _wrong("exclude_paths", exclude_paths, "a collection of path prefixes")
         exclude = tuple(exclude_paths)
-        for prefix in exclude:
-            if not isinstance(prefix, str) or not prefix.startswith("/"):
-                raise _invalid("exclude_paths", exclude_paths, "path prefixes starting with '/'")
-        if isinstance(exclude_methods, str | bytes):
-            raise _invalid("exclude_methods", exclude_methods, "a collection of HTTP methods")
+        if not all(isinstance(prefix, str) for prefix in exclude):
+            raise _wrong("exclude_paths", exclude_paths, "a collection of path prefixes (str)")
+        if not all(prefix.startswith("/") for prefix in exclude):
+            raise _invalid("exclude_paths", exclude_paths, "path prefixes starting with '/'")
+        if isinstance(exclude_methods, str | bytes) or not all(
+            isinstance(method, str) for method in exclude_methods
+        ):
+            raise _wrong("exclude_methods", exclude_methods, "a collection of HTTP methods (str)")
         methods = frozenset(exclude_methods)
-        for method in methods:
-            if not isinstance(method, str) or not method.isalpha() or not method.isupper():
-                raise _invalid("exclude_methods", exclude_methods, "upper-case HTTP methods")
-        _count("retry_after", retry_after, 0)
+        if not all(method.isalpha() and method.isupper() for method in methods):
+            raise _invalid("exclude_methods", exclude_methods, "upper-case HTTP methods")
+        check_count("retry_after", retry_after, 0)
         header = None
         if deadline_header is not None:
+            if not isinstance(deadline_header, str):
+                raise _wrong("deadline_header", deadline_header, "a header name (str) or None")
             if (
-                not isinstance(deadline_header, str)
-                or not deadline_header
+                not deadline_header
                 or not deadline_header.isascii()
                 or any(c in deadline_header for c in ' \t:()<>@,;"/[]?={}')
             ):
@@ -277,14 +282,16 @@ class ResilienceMiddleware:
                 raise ValueError(f"deadline_header={deadline_header!r} needs timeout, got None")
             header = deadline_header.lower().encode()
         if not isinstance(json_errors, bool):
-            raise _invalid("json_errors", json_errors, "a bool")
-        if name is not None and (not isinstance(name, str) or not name):
+            raise _wrong("json_errors", json_errors, "a bool")
+        if name is not None and not isinstance(name, str):
+            raise _wrong("name", name, "a string or None")
+        if name == "":
             raise _invalid("name", name, "a non-empty string or None")
         use_clock = clock is not None and not isinstance(clock, SystemClock)
         if clock is not None and not isinstance(clock, Clock):
-            raise _invalid("clock", clock, "a clock (now(), sleep(), sleep_sync()) or None")
+            raise _wrong("clock", clock, "a clock (now(), sleep(), sleep_sync()) or None")
         if use_clock and timeout is not None and not callable(getattr(clock, "call_at", None)):
-            raise _invalid("clock", clock, "a clock with call_at(when, callback) to drive timeout")
+            raise _wrong("clock", clock, "a clock with call_at(when, callback) to drive timeout")
 
         self.app = app
         self._bulkhead = (
