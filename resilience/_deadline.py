@@ -9,11 +9,11 @@ requests by it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from . import _validate
 from ._clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["Deadline", "current_deadline", "deadline"]
@@ -32,6 +32,8 @@ class Deadline:
     __slots__ = ("at", "clock")
 
     def __init__(self, at: float, clock: Clock) -> None:
+        if at != at:  # NaN: every comparison with it is False
+            raise ValueError(f"at must be a point in time, got {at!r}")
         self.at = at
         self.clock = clock
 
@@ -72,10 +74,11 @@ def deadline(seconds: float, *, clock: Clock | None = None) -> Iterator[Deadline
         with resilience.deadline(2.0):
             await fetch_with_retries()   # retries stop once 2 s are spent
     """
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise TypeError(f"seconds must be a number, got {seconds!r}")
-    if math.isnan(seconds):
-        raise ValueError(f"seconds must be a number of seconds, got {seconds!r}")
+    # The same rule as Timeout's (a finite number of seconds > 0, or a
+    # timedelta): a deadline that never binds, or one already past, is a mistake.
+    seconds = _validate.seconds("seconds", seconds)
+    if clock is not None and not isinstance(clock, Clock):
+        raise TypeError(f"clock must provide now(), sleep() and sleep_sync(), got {clock!r}")
     clock = clock if clock is not None else SYSTEM_CLOCK
     outer = _current.get()
     mine = Deadline(clock.now() + seconds, clock)

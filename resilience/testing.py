@@ -63,6 +63,8 @@ class FakeClock:
     __slots__ = ("_lock", "_now", "_seq", "_timers", "sleeps")
 
     def __init__(self, start: float = 0.0) -> None:
+        if isinstance(start, bool) or not isinstance(start, int | float):
+            raise TypeError(f"start must be a number, got {start!r}")
         if not math.isfinite(start):
             raise ValueError(f"start must be a finite number, got {start!r}")
         self._now = float(start)

@@ -147,3 +147,102 @@ def test_a_permit_granted_to_a_waiter_on_a_closed_loop_is_returned_once() -> Non
     assert bulkhead.admit() is True  # one permit again, not two
     with pytest.raises(BulkheadFullError):
         bulkhead._acquire_nowait()
+
+
+# Memory bounded by a small constant --------------------------------------------------
+
+
+def _size_of(build: object) -> int:
+    import gc
+    import tracemalloc
+
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = build()  # type: ignore[operator]
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    del kept
+    return after - before
+
+
+def test_a_long_time_window_and_retry_budget_take_little_memory() -> None:
+    from resilience import RetryBudget, TimeWindow
+
+    assert _size_of(lambda: RetryBudget(window=86400 * 30)) < 20_000
+    assert _size_of(lambda: RetryBudget(window=10**30)) < 20_000
+    assert _size_of(lambda: TimeWindow(3600)) < 8_000
+    assert _size_of(lambda: TimeWindow(10**30)) < 8_000
+
+
+def test_a_coarse_time_window_still_counts_and_forgets() -> None:
+    from resilience import TimeWindow
+
+    window = TimeWindow(3600)  # buckets of 30 s
+    window.record(10.0, True, False)
+    window.record(1000.0, False, False)
+    assert window.totals(1000.0) == (2, 1, 0)
+    assert window.totals(3650.0) == (1, 0, 0)  # the call at 10 s has left
+    assert window.totals(10_000.0) == (0, 0, 0)
+
+
+def test_a_huge_count_window_is_refused_naming_its_size() -> None:
+    from resilience import CountWindow
+
+    with pytest.raises(ValueError, match="size must be <= 1,000,000"):
+        CountWindow(10**30)
+
+
+# Validation, one rule everywhere -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "param"),
+    [
+        (lambda: Retry(max_elapsed=True), TypeError, "max_elapsed"),
+        (lambda: Retry(max_elapsed="5"), TypeError, "max_elapsed"),
+        (lambda: __import__("resilience").RetryBudget(window=True), TypeError, "window"),
+        (lambda: FakeClock(True), TypeError, "start"),
+        (lambda: __import__("resilience").Deadline(float("nan"), FakeClock()), ValueError, "at"),
+        (lambda: Bulkhead("5"), TypeError, "max_concurrent"),
+        (lambda: Bulkhead(None), TypeError, "max_concurrent"),
+    ],
+)
+def test_bad_arguments_raise_the_right_error_naming_the_parameter(
+    build: object, error: type[Exception], param: str
+) -> None:
+    with pytest.raises(error, match=param):
+        build()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("seconds", [-1, 0, float("inf"), float("nan")])
+def test_a_deadline_takes_the_same_seconds_as_a_timeout(seconds: float) -> None:
+    import resilience
+
+    with pytest.raises(ValueError, match="seconds"):
+        resilience.Timeout(seconds)
+    with pytest.raises(ValueError, match="seconds"), resilience.deadline(seconds):
+        pass
+
+
+def test_seconds_may_be_a_timedelta() -> None:
+    import datetime
+
+    import resilience
+
+    two = datetime.timedelta(seconds=2)
+    assert resilience.Timeout(two).seconds == 2.0
+    assert Retry(max_elapsed=two) is not None
+    with resilience.deadline(two) as limit:
+        assert 0 < limit.remaining() <= 2.0
+
+
+def test_instrument_refuses_buckets_that_are_not_numbers() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from resilience.contrib.prometheus import instrument
+
+    with pytest.raises(TypeError, match="buckets"):
+        instrument(CollectorRegistry(), durations=True, buckets="5")  # type: ignore[arg-type]

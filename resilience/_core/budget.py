@@ -12,6 +12,10 @@ from __future__ import annotations
 import math
 import threading
 
+from resilience._validate import seconds
+
+from .windows import MAX_BUCKETS
+
 __all__ = ["RetryBudget"]
 
 
@@ -37,6 +41,7 @@ class RetryBudget:
         "_head",
         "_lock",
         "_min_per_second",
+        "_per_second",
         "_ratio",
         "_retries",
         "_size",
@@ -46,20 +51,25 @@ class RetryBudget:
     def __init__(
         self, ratio: float = 0.2, *, min_per_second: float = 10.0, window: float = 10.0
     ) -> None:
-        if isinstance(ratio, bool) or not isinstance(ratio, int | float):
-            raise TypeError(f"ratio must be a number, got {ratio!r}")
+        for param, value in (("ratio", ratio), ("min_per_second", min_per_second)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"{param} must be a number, got {value!r}")
         if not 0.0 <= ratio <= 1.0:
             raise ValueError(f"ratio must be between 0 and 1, got {ratio!r}")
         if not (min_per_second >= 0 and math.isfinite(min_per_second)):
             raise ValueError(f"min_per_second must be a finite number >= 0, got {min_per_second!r}")
-        if not (window >= 1 and math.isfinite(window)):
+        window = seconds("window", window)
+        if window < 1:
             raise ValueError(f"window must be a finite number of seconds >= 1, got {window!r}")
         self._ratio = float(ratio)
         self._min_per_second = float(min_per_second)
-        self._window = float(window)
-        self._size = math.ceil(window)
-        # Per-second buckets of [calls, retries]; `_head` is the second of the
-        # newest bucket, or None before the first operation.
+        self._window = window
+        # Buckets of [calls, retries], one per second up to MAX_BUCKETS
+        # seconds, coarser beyond: memory bounded whatever the window.
+        width = math.ceil(math.ceil(window) / MAX_BUCKETS)
+        self._per_second = 1.0 / width
+        self._size = math.ceil(math.ceil(window) / width)
+        # `_head` is the number of the newest bucket, or None before the first operation.
         self._buckets = [[0, 0] for _ in range(self._size)]
         self._calls = 0
         self._retries = 0
@@ -74,7 +84,7 @@ class RetryBudget:
         return self._ratio
 
     def _roll(self, now: float) -> list[int]:
-        second = math.floor(now)
+        second = math.floor(now * self._per_second)
         head = self._head
         if head is None:
             self._head = second

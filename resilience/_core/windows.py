@@ -21,6 +21,14 @@ __all__ = ["CountWindow", "TimeWindow", "Window"]
 
 _floor = math.floor
 
+MAX_BUCKETS = 120
+"""A TimeWindow (and a RetryBudget) keeps at most this many buckets: one per
+second up to 120 s, coarser beyond, so its memory is a small constant
+whatever its length."""
+
+MAX_COUNT_WINDOW = 1_000_000
+"""The largest CountWindow: it keeps one byte per call, by nature."""
+
 # One outcome in a CountWindow slot, as bits: 0 means the slot is still empty.
 _PRESENT = 1
 _FAILED = 2
@@ -48,6 +56,11 @@ class CountWindow:
 
     def __init__(self, size: int) -> None:
         self._size = count("size", size, 1)
+        if size > MAX_COUNT_WINDOW:
+            raise ValueError(
+                f"size must be <= {MAX_COUNT_WINDOW:,} (a CountWindow keeps every call; "
+                f"use a TimeWindow for long windows), got {size!r}"
+            )
         # One byte per call: a list would take 8 bytes per slot for the pointer alone.
         self._slots = bytearray(size)
         self._next = 0
@@ -120,7 +133,11 @@ class TimeWindow:
     at once. So the cost per call does not depend on the window's length.
 
     A call belongs to the second ``floor(now)``; the window at time ``now``
-    holds the seconds ``floor(now) - seconds + 1`` to ``floor(now)``.
+    holds the seconds ``floor(now) - seconds + 1`` to ``floor(now)``. A
+    window longer than :data:`MAX_BUCKETS` seconds uses buckets of
+    ``ceil(seconds / MAX_BUCKETS)`` seconds instead (the window then holds
+    the calls of the last ``seconds`` seconds to within one bucket), so its
+    memory does not grow with its length.
 
     Example::
 
@@ -139,9 +156,11 @@ class TimeWindow:
         "_bucket_second",
         "_bucket_slow",
         "_calls",
+        "_count",
         "_failures",
         "_head",
         "_head_index",
+        "_per_second",
         "_seconds",
         "_slow",
     )
@@ -157,8 +176,12 @@ class TimeWindow:
             raise ValueError(
                 f"seconds must be a whole number >= 1 (one bucket per second), got {seconds!r}"
             )
-        n = int(seconds)
-        self._seconds = n
+        self._seconds = int(seconds)
+        width = math.ceil(self._seconds / MAX_BUCKETS)
+        # Bucket numbers are floor(now * _per_second): whole seconds for a
+        # window of up to MAX_BUCKETS seconds, coarser ones beyond.
+        self._per_second = 1.0 / width
+        n = self._count = math.ceil(self._seconds / width)
         self._bucket_calls = [0] * n
         self._bucket_failures = [0] * n
         self._bucket_slow = [0] * n
@@ -175,8 +198,8 @@ class TimeWindow:
         return self._seconds
 
     def _advance(self, second: int) -> None:
-        """Move the newest second forward to ``second`` (> the current one)."""
-        n = self._seconds
+        """Move the newest bucket forward to ``second`` (> the current one)."""
+        n = self._count
         calls = self._bucket_calls
         failures = self._bucket_failures
         slow = self._bucket_slow
@@ -208,7 +231,7 @@ class TimeWindow:
         A reading older than the newest second seen (two threads finishing
         out of order) is counted in the newest second rather than dropped.
         """
-        second = _floor(now)
+        second = _floor(now * self._per_second)
         if second > self._head:
             self._advance(second)
         i = self._head_index
@@ -223,14 +246,14 @@ class TimeWindow:
 
     def totals(self, now: float) -> tuple[int, int, int]:
         """``(calls, failures, slow_calls)`` in the window at time ``now``."""
-        second = _floor(now)
+        second = _floor(now * self._per_second)
         if second > self._head:
             self._advance(second)
         return self._calls, self._failures, self._slow
 
     def clear(self) -> None:
         """Forget every recorded call."""
-        n = self._seconds
+        n = self._count
         self._bucket_calls = [0] * n
         self._bucket_failures = [0] * n
         self._bucket_slow = [0] * n

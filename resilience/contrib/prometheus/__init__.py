@@ -159,6 +159,10 @@ def instrument(
     """
     if not isinstance(registry, CollectorRegistry):
         raise TypeError(f"registry must be a prometheus_client CollectorRegistry, got {registry!r}")
+    if isinstance(buckets, str | bytes) or not all(
+        isinstance(b, int | float) and not isinstance(b, bool) for b in buckets
+    ):
+        raise TypeError(f"buckets must be a sequence of numbers, got {buckets!r}")
     bounds = tuple(float(b) for b in buckets)
     if bounds and bounds[-1] == math.inf:
         bounds = bounds[:-1]  # +Inf is always there
