@@ -284,6 +284,24 @@ class Plan:
         return f"<Plan {' | '.join(repr(p) for p in self._policies)}>"
 
 
+_ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def refuse_async(policy: Any, fn: object) -> None:
+    """TypeError at once if ``call_sync`` is given an async function: run, it
+    would only build a coroutine that nobody awaits (and no retry would help)."""
+    code = getattr(fn, "__code__", None)
+    if code is not None:
+        is_async = bool(code.co_flags & _ASYNC_FLAGS)
+    else:
+        is_async = inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)
+    if is_async:
+        raise TypeError(
+            f"{type(policy).__name__} {policy.name!r}: call_sync() runs plain callables, "
+            f"and {getattr(fn, '__qualname__', fn)!r} is async; use await .call() instead"
+        )
+
+
 def _refuse_sync(policy: Any) -> None:
     """TypeError now if ``policy`` (or a policy of a pipeline in the chain)
     cannot run plain calls, rather than at the first call."""

@@ -8,6 +8,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ._clock import Clock
 from ._matchers import ExceptionFilter, exception_matcher, result_predicate
+from ._plan import refuse_async
 from .events import FallbackUsed
 from .policy import Policy
 
@@ -89,6 +90,7 @@ class Fallback(Policy):
         return value
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        refuse_async(self, fn)
         if self._handler_is_async:
             raise TypeError(
                 f"Fallback {self._name!r} has an async handler and cannot serve "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
-from ._plan import Plan
+from ._plan import Plan, refuse_async
 from .policy import Policy
 
 __all__ = ["Pipeline"]
@@ -69,6 +69,7 @@ class Pipeline(Policy):
         return result
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        refuse_async(self, fn)
         result: T = self._own_plan().runner(sync=True)(fn, *args, **kwargs)
         return result
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
 from . import _registry
 from ._clock import SYSTEM_CLOCK, Clock
-from ._plan import Plan, _set_base_call
+from ._plan import Plan, _set_base_call, refuse_async
 from .events import Event, Listener, dispatch, global_listeners
 
 if TYPE_CHECKING:
@@ -87,6 +87,7 @@ class Policy:
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` under this policy, in the calling thread."""
+        refuse_async(self, fn)
         result: T = self._own_plan().runner(sync=True)(fn, *args, **kwargs)
         return result
 

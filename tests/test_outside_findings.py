@@ -246,3 +246,19 @@ def test_instrument_refuses_buckets_that_are_not_numbers() -> None:
 
     with pytest.raises(TypeError, match="buckets"):
         instrument(CollectorRegistry(), durations=True, buckets="5")  # type: ignore[arg-type]
+
+
+def test_call_sync_refuses_an_async_function_at_once_without_retrying() -> None:
+    from resilience import Fallback
+
+    calls = 0
+
+    async def fetch() -> int:
+        nonlocal calls
+        calls += 1
+        return 1
+
+    for policy in (Retry(3), Retry(3) | CircuitBreaker("misuse"), Fallback(0) | Retry(3)):
+        with pytest.raises(TypeError, match="is async; use await .call"):
+            policy.call_sync(fetch)
+    assert calls == 0
