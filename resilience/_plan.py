@@ -287,6 +287,66 @@ class Plan:
 _ASYNC_FLAGS = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
+class _FirstAttempt:
+    """``fn``, whose first call's awaitable was made already (to check it is
+    one): the first attempt gets it, the next ones call ``fn`` again."""
+
+    __slots__ = ("first", "fn")
+
+    def __init__(self, fn: Callable[..., Any], first: Any) -> None:
+        self.fn = fn
+        self.first = first
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        first = self.first
+        if first is None:
+            return self.fn(*args, **kwargs)
+        self.first = None
+        return first
+
+    def discard(self) -> None:
+        """A first attempt that never ran (rejected before it): close it unawaited."""
+        first, self.first = self.first, None
+        if inspect.iscoroutine(first):
+            first.close()
+
+
+async def run_call(
+    policy: Any,
+    run: Callable[..., Any],
+    fn: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    innermost: Any = None,
+) -> Any:
+    """What ``call`` does: ``run(fn, ...)``; but a callable that is not an
+    ``async def`` (a lambda returning a coroutine, a sync function by
+    mistake) is called once first, before any policy runs, so that one that
+    returns no awaitable fails at once with a TypeError, not after its
+    retries, and not hidden by an outer Fallback. A chain whose innermost
+    policy runs plain callables itself (a PoolBulkhead) takes ``fn`` as it is."""
+    if getattr(innermost, "_runs_plain_callables", False):
+        return await run(fn, *args, **kwargs)
+    try:
+        is_async = fn.__code__.co_flags & inspect.CO_COROUTINE
+    except AttributeError:
+        is_async = inspect.iscoroutinefunction(fn)
+    if is_async:
+        return await run(fn, *args, **kwargs)
+    first = fn(*args, **kwargs)
+    if not inspect.isawaitable(first):
+        raise TypeError(
+            f"{type(policy).__name__} {policy.name!r}: call() awaits what its callable "
+            f"returns, and {getattr(fn, '__qualname__', fn)!r} returned {first!r}; "
+            "use .call_sync() for a plain callable"
+        )
+    attempt = _FirstAttempt(fn, first)
+    try:
+        return await run(attempt, *args, **kwargs)
+    finally:
+        attempt.discard()
+
+
 def refuse_async(policy: Any, fn: object) -> None:
     """TypeError at once if ``call_sync`` is given an async function: run, it
     would only build a coroutine that nobody awaits (and no retry would help)."""

@@ -8,7 +8,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from ._clock import Clock
 from ._matchers import ExceptionFilter, exception_matcher, result_predicate
-from ._plan import refuse_async
+from ._plan import refuse_async, run_call
 from .events import FallbackUsed
 from .policy import Policy
 
@@ -74,6 +74,11 @@ class Fallback(Policy):
         return self._uses
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        # A callable that returns no awaitable fails before the fallback can hide it.
+        result: T = await run_call(self, self._recover, fn, args, kwargs)
+        return result
+
+    async def _recover(self, fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         try:
             result = await fn(*args, **kwargs)
         except Exception as exc:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
-from ._plan import Plan, refuse_async
+from ._plan import Plan, refuse_async, run_call
 from .policy import Policy
 
 __all__ = ["Pipeline"]
@@ -65,7 +65,8 @@ class Pipeline(Policy):
         return plan
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        result: T = await self._own_plan().runner()(fn, *args, **kwargs)
+        run = self._own_plan().runner()
+        result: T = await run_call(self, run, fn, args, kwargs, self._policies[-1])
         return result
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
 from . import _registry
 from ._clock import SYSTEM_CLOCK, Clock
-from ._plan import Plan, _set_base_call, refuse_async
+from ._plan import Plan, _set_base_call, refuse_async, run_call
 from .events import Event, Listener, dispatch, global_listeners
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class Policy:
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` under this policy."""
-        result: T = await self._own_plan().runner()(fn, *args, **kwargs)
+        result: T = await run_call(self, self._own_plan().runner(), fn, args, kwargs)
         return result
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

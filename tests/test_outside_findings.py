@@ -259,6 +259,41 @@ def test_call_sync_refuses_an_async_function_at_once_without_retrying() -> None:
         return 1
 
     for policy in (Retry(3), Retry(3) | CircuitBreaker("misuse"), Fallback(0) | Retry(3)):
-        with pytest.raises(TypeError, match="is async; use await .call"):
+        with pytest.raises(TypeError, match=r"is async; use await \.call"):
             policy.call_sync(fetch)
     assert calls == 0
+
+
+async def test_call_refuses_a_callable_that_returns_no_awaitable_at_once() -> None:
+    from resilience import Fallback
+
+    calls = 0
+
+    def plain() -> int:
+        nonlocal calls
+        calls += 1
+        return 1
+
+    for policy in (Retry(3), Fallback(0), Fallback(0) | Retry(3), Retry(3) | Bulkhead(1)):
+        with pytest.raises(TypeError, match=r"returned 1; use \.call_sync"):
+            await policy.call(plain)
+    assert calls == 4  # once each: no retry, and no fallback hid it
+
+
+async def test_call_still_takes_a_lambda_that_returns_a_coroutine() -> None:
+    attempts = 0
+
+    async def flaky(n: int) -> int:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise ConnectionError
+        return n
+
+    retry = Retry(3, backoff=backoff.immediate())
+    assert await retry.call(lambda n: flaky(n), 7) == 7
+    assert attempts == 3
+    breaker = CircuitBreaker("closed-coro")
+    breaker.force_open()
+    with pytest.raises(CircuitOpenError):  # its first coroutine is closed, never awaited
+        await breaker.call(lambda: flaky(1))
