@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.star
 EXPECTED = {
     "quickstart.py": ("stats: RetryStatistics(",),
     "sync_client.py": ("config: {'region': 'eu-west'} after 3 attempts",),
-    "demo.py": ("summary:",),
+    "demo.py": ("per phase:", "summary:", "self-check passed"),
     "starlette_app.py": ("self-test passed",),
     "custom_policy.py": (
         "pipeline: 'in stock' after 3 attempts",
@@ -28,7 +30,8 @@ EXPECTED = {
         "custom policy: every check passed",
     ),
 }
-ARGS = {"demo.py": ["--duration", "2", "--clients", "5"]}
+# --check: the demo also fails unless its breaker opened and closed again.
+ARGS = {"demo.py": ["--duration", "2", "--clients", "5", "--check"]}
 
 
 def test_every_example_has_an_expectation() -> None:
@@ -54,3 +57,40 @@ def test_example_runs(path: Path) -> None:
     ]
     assert None not in found, (EXPECTED[path.name], out.stdout)
     assert found == sorted(found), (EXPECTED[path.name], out.stdout)
+
+
+DEMO_ROW = re.compile(r"^\s*[\d.]+-\s*[\d.]+s (\S+) .*conn err=(\d+) .*breaker=(\S+)$")
+
+
+def test_demo_ctrl_c_stops_the_load_before_the_upstream() -> None:
+    # Ctrl-C in the healthy phase (0-7.5 s of 30 s), after two rows: the load
+    # stops first, then the upstream, so no row shows the connection errors or
+    # the open breaker that stopping the upstream first would cause.
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "examples.demo", "--duration", "30", "--clients", "5"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        lines, rows = [], 0
+        while rows < 2:
+            line = demo.stdout.readline()
+            assert line, lines
+            lines.append(line)
+            rows += bool(DEMO_ROW.match(line))
+        demo.send_signal(signal.SIGINT)
+        out, err = demo.communicate(timeout=30)
+    finally:
+        demo.kill()
+        demo.wait()
+    out = "".join(lines) + out
+    assert demo.returncode == 130, (out, err)
+    assert "interrupted (SIGINT)" in out, out
+    assert "self-check passed" in out, (out, err)
+    found = [DEMO_ROW.match(line) for line in out.splitlines()]
+    shown = [(m[1], int(m[2]), m[3]) for m in found if m]
+    assert len(shown) >= 2, out
+    assert all(row == ("healthy", 0, "closed") for row in shown), out
