@@ -297,3 +297,51 @@ async def test_call_still_takes_a_lambda_that_returns_a_coroutine() -> None:
     breaker.force_open()
     with pytest.raises(CircuitOpenError):  # its first coroutine is closed, never awaited
         await breaker.call(lambda: flaky(1))
+
+
+def test_every_duration_parameter_takes_a_timedelta() -> None:
+    import datetime
+
+    from resilience import TimeWindow
+    from resilience.contrib.httpx import AsyncResilientTransport
+
+    minute = datetime.timedelta(minutes=1)
+    assert backoff.fixed(minute).delay(1, 0.0) == 60.0
+    assert backoff.exponential(minute, cap=minute * 2).delay(2, 0.0) == 120.0
+    assert TimeWindow(minute).seconds == 60
+    breaker = CircuitBreaker("td", open_duration=minute, window=TimeWindow(minute))
+    assert breaker is not None
+    assert Bulkhead(1, max_waiting=1, max_wait=minute).max_wait == 60.0
+    AsyncResilientTransport(max_retry_after=minute)
+
+
+def test_per_host_must_be_a_bool() -> None:
+    from resilience.contrib.httpx import AsyncResilientTransport
+
+    with pytest.raises(TypeError, match="per_host"):
+        AsyncResilientTransport(per_host="5")  # type: ignore[arg-type]
+
+
+# Our own rejections are not the dependency's failures ------------------------------------
+
+
+async def test_the_flagship_pipeline_does_not_open_its_breaker_on_load_shedding() -> None:
+    import anyio
+
+    breaker = CircuitBreaker("flagship", minimum_calls=2, failure_rate=0.5)
+    bulkhead = Bulkhead(1)
+    release = anyio.Event()
+
+    async def slow() -> None:
+        await release.wait()
+
+    policy = Retry(1) | breaker | bulkhead
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(policy.call, slow)
+        await anyio.wait_all_tasks_blocked()
+        for _ in range(5):
+            with pytest.raises(BulkheadFullError):
+                await policy.call(slow)
+        release.set()
+    assert breaker.state.value == "closed"
+    assert (breaker.stats.failed_total, breaker.stats.ignored_total) == (0, 5)

@@ -7,6 +7,7 @@ one instance serves every call of every policy that shares it.
 
 from __future__ import annotations
 
+import datetime
 import math
 import random
 from typing import Literal, Protocol, TypeAlias, runtime_checkable
@@ -36,6 +37,8 @@ class Backoff(Protocol):
 
 
 def _check_delay(param: str, value: float) -> float:
+    if isinstance(value, datetime.timedelta):
+        value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{param} must be a number of seconds, got {value!r}")
     if not (value >= 0 and math.isfinite(value)):

@@ -12,6 +12,7 @@ breakers (and a default argument is safe to share).
 
 from __future__ import annotations
 
+import datetime
 import math
 from typing import TypeAlias
 
@@ -170,6 +171,8 @@ class TimeWindow:
     _NEVER = -(2**62)
 
     def __init__(self, seconds: int) -> None:
+        if isinstance(seconds, datetime.timedelta):
+            seconds = seconds.total_seconds()
         if isinstance(seconds, bool) or not isinstance(seconds, int | float):
             raise TypeError(f"seconds must be a whole number, got {seconds!r}")
         if not (seconds >= 1 and math.isfinite(seconds) and seconds == int(seconds)):

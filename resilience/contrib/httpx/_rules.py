@@ -3,12 +3,13 @@ policies per host, and the table of per-host breakers."""
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
 import httpx
@@ -110,7 +111,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     wall = time.time() if now is None else now
-    seconds = (when - datetime.fromtimestamp(wall, UTC)).total_seconds()
+    seconds = (when - datetime.datetime.fromtimestamp(wall, UTC)).total_seconds()
     return seconds if seconds >= 0 else None
 
 
@@ -240,6 +241,8 @@ class Settings:
             raise TypeError(f"max_hosts must be an int, got {max_hosts!r}")
         if max_hosts < 1:
             raise ValueError(f"max_hosts must be >= 1, got {max_hosts!r}")
+        if isinstance(max_retry_after, datetime.timedelta):
+            max_retry_after = max_retry_after.total_seconds()
         if isinstance(max_retry_after, bool) or not isinstance(max_retry_after, int | float):
             raise TypeError(f"max_retry_after must be a number, got {max_retry_after!r}")
         if not (max_retry_after >= 0 and math.isfinite(max_retry_after)):
