@@ -146,7 +146,9 @@ class Request(Deadline):
             elif not message.get("more_body", False):  # pathsend, zerocopysend
                 self.state = _COMPLETE
         elif state == _ENTERED and message["type"] == "http.response.start":
-            if self.mode and self.ran_out():
+            mode = self.mode
+            # ran_out(), inline: this runs once per request.
+            if mode and (self.fired if mode == _TASK else self.scope.cancel_called):
                 self.state = _LATE
                 return _dropped()
             self.state = _STARTED
