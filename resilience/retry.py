@@ -261,18 +261,13 @@ class RetryRun:
       driver stops for its own reasons. Each returns None to stop (counted in
       the policy's stats) or the seconds to wait before the next attempt.
 
+    (The loop that drives it is in :class:`~resilience.lowlevel.Flow`.)
+
     Example::
 
-        run = retry.start()
-        while True:
-            try:
-                result, error = await attempt(), None
-            except Exception as exc:
-                result, error = None, exc
-            delay = run.after(error, result)
-            if delay is None:
-                break
-            await retry.clock.sleep(delay)
+        run = Retry(3, backoff=backoff.fixed(1.0)).start()
+        run.retry(None, response_503, hint=2.5)   # 2.5: the server's Retry-After
+        run.stop(failed=True)                     # a request not safe to repeat
     """
 
     __slots__ = ("attempt", "delay", "policy", "started")
