@@ -1,0 +1,147 @@
+"""The generic cell rate algorithm (GCRA), sans-I/O: exact rate limits in O(1).
+
+One number per key, its *theoretical arrival time* (TAT): when the limit
+would be exactly used up if every admitted slot had arrived at the limit's
+rate. With the emission interval ``T = per / rate`` and the tolerance
+``tau = burst * T``, a request of ``cost`` slots at time ``now`` moves the TAT
+to ``new = max(tat, now) + cost * T`` and is admitted when ``new - now <= tau``.
+Then in any closed interval of length ``W`` at most ``burst + rate * W / per``
+slots are admitted, and exactly ``burst`` pass at one instant after a rest.
+
+A request over the limit may instead *reserve* its slots, to be used once
+``new - now - tau`` seconds have passed: the caller waits exactly that long
+(computed, never polled). A reservation whose caller leaves is given back
+if no later reservation was made after it; otherwise it is lost, never
+shared between two calls.
+
+Nothing here reads a clock: callers pass ``now``. Times are kept relative to
+the first reading seen, so the comparisons stay exact to well below a
+nanosecond for years of uptime; a permit due at ``t`` is granted at ``t``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+
+__all__ = ["RateCell", "RateTable"]
+
+# Comparisons forgive this fraction of an emission interval: the rounding of
+# ``n * T`` against ``now``, never a whole slot.
+_SLACK = 1e-9
+# How many of the least recently used keys eviction looks at for a recovered one.
+_SCAN = 8
+
+
+class RateCell:
+    """The GCRA state of one limit (one key)."""
+
+    __slots__ = ("tat",)
+
+    def __init__(self) -> None:
+        self.tat = -math.inf
+
+
+class RateTable:
+    """The limit's settings and its cells: one unkeyed, or one per key.
+
+    ``decide(key, now, cost, max_wait)`` returns the seconds to wait before
+    the slots are usable (0.0: at once; they are taken either way), or a
+    negative number: refused, and ``-result`` is the time until a call of
+    this cost would be admitted (``math.inf`` if it never can be).
+    """
+
+    __slots__ = (
+        "_cells",
+        "_cost_limit",
+        "_interval",
+        "_max_keys",
+        "_origin",
+        "_tolerance",
+        "cell",
+    )
+
+    def __init__(self, *, rate: float, per: float, burst: int, max_keys: int) -> None:
+        self._interval = per / rate
+        self._tolerance = burst * self._interval
+        self._cost_limit = burst
+        self._max_keys = max_keys
+        self._origin: float | None = None
+        self.cell = RateCell()
+        """The unkeyed limit's cell."""
+        self._cells: dict[Hashable, RateCell] = {}
+
+    @property
+    def interval(self) -> float:
+        """Seconds per slot (``per / rate``)."""
+        return self._interval
+
+    def _time(self, now: float) -> float:
+        origin = self._origin
+        if origin is None:
+            origin = self._origin = now
+        return now - origin
+
+    def cell_for(self, key: Hashable, now: float) -> RateCell:
+        """The key's cell, most recently used now; the table stays within
+        ``max_keys``: cells that have fully recovered go first (they hold
+        nothing a fresh cell would not), then the least recently used."""
+        cells = self._cells
+        cell = cells.pop(key, None)
+        if cell is None:
+            cell = RateCell()
+            if len(cells) >= self._max_keys:
+                self._evict(self._time(now))
+        cells[key] = cell
+        return cell
+
+    def _evict(self, t: float) -> None:
+        # A recovered cell among the least recently used few, else the least
+        # recently used: bounded work per new key, whatever the table's size.
+        cells = self._cells
+        victim = None
+        for index, (key, cell) in enumerate(cells.items()):
+            if victim is None:
+                victim = key
+            if cell.tat <= t:
+                victim = key
+                break
+            if index == _SCAN - 1:
+                break
+        del cells[victim]
+
+    def decide(self, cell: RateCell, now: float, cost: int, max_wait: float) -> float:
+        """Take ``cost`` slots of ``cell`` at ``now``, at once or after a wait
+        of at most ``max_wait``; or refuse (see the class docstring)."""
+        if cost > self._cost_limit:
+            return -math.inf  # more than a burst can ever hold
+        t = self._time(now)
+        interval = self._interval
+        tat = cell.tat
+        new = (tat if tat > t else t) + cost * interval
+        wait = new - t - self._tolerance
+        slack = _SLACK * interval
+        if wait <= slack:
+            cell.tat = new
+            return 0.0
+        # The caller's own reading is a float too: a permit due at t, asked
+        # for at a reading of t, must not miss by its rounding.
+        slack += 4.0 * math.ulp(now)
+        if wait <= slack:
+            cell.tat = new
+            return 0.0
+        if wait <= max_wait + slack:
+            cell.tat = new  # reserved: usable once the wait is over
+            return wait
+        return -wait
+
+    def give_back(self, cell: RateCell, now: float, cost: int, wait: float) -> None:
+        """A reservation made at ``now`` with this ``wait`` was not used: give
+        it back, unless a later reservation was made after it."""
+        t = self._time(now)
+        reserved = t + wait + self._tolerance
+        if abs(cell.tat - reserved) <= _SLACK * self._interval + 4.0 * math.ulp(now):
+            cell.tat -= cost * self._interval
+
+    def __len__(self) -> int:
+        return len(self._cells)
