@@ -18,12 +18,19 @@ from ._deadline import Deadline, current_deadline, deadline
 from ._version import __version__
 from .breaker import CircuitBreaker, CircuitBreakerStatistics
 from .bulkhead import Bulkhead, BulkheadStatistics
-from .errors import BulkheadFullError, CircuitOpenError, ResilienceError, TimeoutError
+from .errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    RateLimitedError,
+    ResilienceError,
+    TimeoutError,
+)
 from .events import CircuitState
 from .fallback import Fallback
 from .pipeline import Pipeline
 from .policy import Policy
 from .pool import PoolBulkhead
+from .ratelimit import RateLimiter, RateLimiterStatistics
 from .retry import Retry, RetryStatistics
 from .timeout import Timeout, TimeoutStatistics
 
@@ -42,6 +49,9 @@ __all__ = [
     "Pipeline",
     "Policy",
     "PoolBulkhead",
+    "RateLimitedError",
+    "RateLimiter",
+    "RateLimiterStatistics",
     "ResilienceError",
     "Retry",
     "RetryBudget",

@@ -79,6 +79,7 @@ class Inline:
         n: str,
         wait: Sequence[str] = ("pass",),
         args: str = "args",
+        kwargs: str = "kwargs",
     ) -> list[str]:
         out: list[str] = []
         for line in self.sources[kind].split("\n"):
@@ -86,13 +87,15 @@ class Inline:
                 indent = line[: len(line) - len(line.lstrip())]
                 out += [indent + text for text in wait]
             else:
-                out.append(line.format(g=g, t=t, n=n, args=args))
+                out.append(line.format(g=g, t=t, n=n, args=args, kwargs=kwargs))
         return out
 
     def method(self, kind: str, doc: str) -> Callable[..., Any]:
         """The policy's own ``admit`` / ``settle`` / ``start``, compiled from its source."""
         signature, tail = _METHODS[kind]
-        body = "\n".join("        " + line for line in self.lines(kind, "self", "ticket", ""))
+        # The method form has no call arguments: ``{args}`` reads as ().
+        lines = self.lines(kind, "self", "ticket", "", args="()", kwargs="{}")
+        body = "\n".join("        " + line for line in lines)
         source = (
             f"def make({', '.join(self.names)}):\n"
             f"    def {kind}{signature}:\n{body}\n        return {tail}\n"
@@ -148,6 +151,7 @@ def _bracket_source(
     # A fixed number of positional arguments spares the packing of *args, **kwargs.
     passed = "*args, **kwargs" if arity is None else ", ".join(f"a{i}" for i in range(arity))
     args = "args" if arity is None else f"({passed}{',' if arity == 1 else ''})"
+    kwargs = "kwargs" if arity is None else "{}"
     call = f"{aw}inner(fn, {passed})" if inner else f"{aw}fn({passed})"
     count = len(guards)
     lines: list[tuple[int, str]] = []
@@ -159,7 +163,7 @@ def _bracket_source(
         inline = guards[i]
         waits = [f"if t{i} is WAIT:", f"    t{i} = {aw}wait{i}()"]
         if inline is not None:
-            text = inline.lines("admit", f"guard{i}", f"t{i}", f"g{i}_", waits, args)
+            text = inline.lines("admit", f"guard{i}", f"t{i}", f"g{i}_", waits, args, kwargs)
             admit = [(at, line) for line in text]
         else:
             admit = [(at, f"t{i} = admit{i}()"), *((at, line) for line in waits)]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ._matchers import ExceptionFilter, exception_matcher, exception_types, result_predicate
-from .errors import BulkheadFullError, CircuitOpenError
+from .errors import BulkheadFullError, CircuitOpenError, RateLimitedError
 
 __all__ = ["FAILED", "IGNORED", "NOTHING", "SUCCEEDED", "Outcomes"]
 
@@ -19,7 +19,7 @@ NOTHING = 3  # cancellation and the like: not recorded at all
 
 # Our own rejections, raised by policies inside a breaker: not recorded
 # unless `record` names them (shedding load is not the dependency failing).
-_REJECTIONS = (CircuitOpenError, BulkheadFullError)
+_REJECTIONS = (CircuitOpenError, BulkheadFullError, RateLimitedError)
 
 
 class Outcomes:

@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import builtins
 
-__all__ = ["BulkheadFullError", "CircuitOpenError", "ResilienceError", "TimeoutError"]
+__all__ = [
+    "BulkheadFullError",
+    "CircuitOpenError",
+    "RateLimitedError",
+    "ResilienceError",
+    "TimeoutError",
+]
 
 
 class ResilienceError(Exception):
@@ -85,6 +91,29 @@ def _rebuild(
     error.args = args
     error.__dict__.update(fields)
     return error
+
+
+class RateLimitedError(ResilienceError):
+    """A rate limiter refused the call without running it.
+
+    ``retry_after`` is the number of seconds until a call of the same cost
+    would pass (``None`` when none ever can: a cost above the burst).
+
+    Example::
+
+        try:
+            await limiter.call(fetch)
+        except RateLimitedError as exc:
+            wait = math.ceil(exc.retry_after)
+            return Response(status_code=429, headers={"Retry-After": str(wait)})
+    """
+
+    retry_after: float | None
+
+    def __init__(self, *, name: str, retry_after: float | None) -> None:
+        wait = "never" if retry_after is None else f"in {retry_after:.3f}s"
+        super().__init__(f"rate limiter {name!r} refused the call; it would pass {wait}", name=name)
+        self.retry_after = retry_after
 
 
 class BulkheadFullError(ResilienceError):

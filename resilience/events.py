@@ -33,6 +33,8 @@ __all__ = [
     "Event",
     "FallbackUsed",
     "Listener",
+    "RateLimitRejected",
+    "RateLimitWaited",
     "RetryExhausted",
     "RetryScheduled",
     "StateChanged",
@@ -212,6 +214,32 @@ class BulkheadRejected(Event):
 
     capacity: int
     waited: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitWaited(Event):
+    """A rate limiter admitted a call after making it wait ``seconds``.
+
+    Example::
+
+        limiter = RateLimiter(1, max_wait=2.0, name="api")
+        limiter.add_listener(lambda event: print(event))   # RateLimitWaited("api", seconds=1.0)
+    """
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimitRejected(Event):
+    """A rate limiter refused a call; ``retry_after`` as on the error.
+
+    Example::
+
+        limiter = RateLimiter(10, name="api")
+        limiter.add_listener(print)   # RateLimitRejected("api", retry_after=0.1)
+    """
+
+    retry_after: float | None
 
 
 Listener: TypeAlias = Callable[[Event], None]

@@ -14,7 +14,7 @@ from ._matchers import ExceptionFilter, exception_matcher, result_predicate
 from ._plan import Inline
 from ._validate import count, optional_seconds
 from .backoff import exponential
-from .errors import BulkheadFullError, CircuitOpenError
+from .errors import BulkheadFullError, CircuitOpenError, RateLimitedError
 from .events import RetryExhausted, RetryScheduled, global_listeners
 from .policy import Policy
 
@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 # Retrying these would defeat the policy that raised them: an open breaker or
 # a full bulkhead is a request to back off, not a transient failure.
-_NEVER_RETRIED = (CircuitOpenError, BulkheadFullError)
+_NEVER_RETRIED = (CircuitOpenError, BulkheadFullError, RateLimitedError)
 
 
 @dataclass(frozen=True, slots=True)

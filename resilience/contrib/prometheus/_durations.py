@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from resilience import Policy
-from resilience.errors import BulkheadFullError, CircuitOpenError, TimeoutError
+from resilience.errors import BulkheadFullError, CircuitOpenError, RateLimitedError, TimeoutError
 from resilience.lowlevel import add_observer, remove_observer
 
 __all__ = ["Durations", "Histogram", "add_store", "remove_store"]
@@ -70,7 +70,7 @@ def _outcome(error: BaseException | None) -> str | None:
         return "success"
     if not isinstance(error, Exception):
         return None  # cancellation and the like: no outcome
-    if isinstance(error, CircuitOpenError | BulkheadFullError):
+    if isinstance(error, CircuitOpenError | BulkheadFullError | RateLimitedError):
         return "rejected"
     if isinstance(error, TimeoutError):
         return "timeout"

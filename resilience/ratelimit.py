@@ -1,0 +1,255 @@
+"""RateLimiter: at most ``rate`` calls per ``per`` seconds, exactly (GCRA)."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from . import _validate
+from ._clock import Clock
+from ._core.gcra import RateCell, RateTable
+from ._plan import Inline
+from ._protocol import WAIT
+from .errors import RateLimitedError
+from .events import RateLimitRejected, RateLimitWaited
+from .policy import Policy
+
+__all__ = ["RateLimiter", "RateLimiterStatistics"]
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimiterStatistics:
+    """Running totals of a :class:`RateLimiter` since it was created.
+
+    Example::
+
+        stats = limiter.stats
+        print(f"{stats.admitted} admitted ({stats.waited} after a wait), {stats.rejected} refused")
+    """
+
+    admitted: int
+    """Calls let through, at once or after a wait."""
+    waited: int
+    """Of those, the calls that waited for their slot."""
+    rejected: int
+    """Calls refused at once."""
+    wait_seconds: float
+    """The waits, added up."""
+    keys: int
+    """Keys held now (a keyed limiter; at most ``max_keys``)."""
+
+
+class _Pending(threading.local):
+    """The reservation that ``admit`` made and ``wait`` waits out: admit and
+    wait run back to back in one task and thread, with nothing between."""
+
+    reservation: tuple[RateCell, float, float] | None = None
+
+
+class RateLimiter(Policy):
+    """At most ``rate`` calls per ``per`` seconds, with bursts of up to ``burst``.
+
+    The generic cell rate algorithm keeps one number per key and is exact:
+    in any closed interval of ``W`` seconds at most ``burst + rate * W / per``
+    slots are admitted, and after a rest exactly ``burst`` calls pass at once
+    (``burst`` defaults to ``rate``, rounded up).
+
+    - Over the limit, a call whose slot frees up within ``max_wait`` seconds
+      waits exactly that long (computed, no polling; a wait equal to
+      ``max_wait`` is within it; ``math.inf`` waits as long as needed) and
+      runs; any other is refused at once with a fresh
+      :class:`~resilience.RateLimitedError` carrying ``retry_after``. A
+      caller never waits only to be refused.
+    - ``cost``: the slots one call uses (at most ``burst``).
+    - ``key``: a function of the call's arguments that picks a limit of its
+      own per key; at most ``max_keys`` keys are kept (recovered ones go
+      first, then the least recently used).
+    - A cancelled wait gives its slot back when no later call reserved
+      after it. Retry never retries a refusal, and a breaker does not record
+      it: it is this library's own rejection, not the dependency failing.
+
+    Example::
+
+        limiter = RateLimiter(10, per=1.0, burst=20, max_wait=0.5, name="search")
+
+        @limiter
+        async def search(query: str) -> list[str]: ...
+
+        per_user = RateLimiter(5, per=60, key=lambda user, *rest: user)
+    """
+
+    __slots__ = (
+        "_admitted",
+        "_cost",
+        "_key",
+        "_lock",
+        "_max_wait",
+        "_pending",
+        "_rejected",
+        "_shared",
+        "_table",
+        "_wait_seconds",
+        "_waited",
+        "burst",
+        "per",
+        "rate",
+    )
+
+    _kind = "rate_limiter"
+
+    def __init__(
+        self,
+        rate: float,
+        per: float = 1.0,
+        *,
+        burst: int | None = None,
+        max_wait: float = 0.0,
+        cost: int = 1,
+        key: Callable[..., Hashable] | None = None,
+        max_keys: int = 10_000,
+        name: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        rate = _validate.seconds("rate", rate)  # a finite number > 0
+        per = _validate.seconds("per", per)
+        if burst is None:
+            burst = math.ceil(rate)
+        _validate.count("burst", burst, 1)
+        if isinstance(max_wait, bool) or not isinstance(max_wait, int | float):
+            raise TypeError(f"max_wait must be a number of seconds, got {max_wait!r}")
+        if not max_wait >= 0:  # NaN fails too
+            raise ValueError(
+                f"max_wait must be >= 0 (math.inf: as long as needed), got {max_wait!r}"
+            )
+        _validate.count("cost", cost, 1)
+        if cost > burst:
+            raise ValueError(f"cost must be <= burst ({burst}): it could never pass, got {cost!r}")
+        if key is not None and not callable(key):
+            raise TypeError(f"key must be a function of the call's arguments or None, got {key!r}")
+        _validate.count("max_keys", max_keys, 1)
+        super().__init__(name=name, clock=clock)
+        self.rate = rate
+        self.per = per
+        self.burst = burst
+        self._max_wait = float(max_wait)
+        self._cost = cost
+        self._key = key
+        self._table = RateTable(rate=rate, per=per, burst=burst, max_keys=max_keys)
+        self._pending = _Pending()
+        self._lock = threading.Lock()
+        # Without a lock until threads may use it (a sync runner compiled with it).
+        self._shared = False
+        self._admitted = self._waited = self._rejected = 0
+        self._wait_seconds = 0.0
+
+    @property
+    def stats(self) -> RateLimiterStatistics:
+        return RateLimiterStatistics(
+            admitted=self._admitted,
+            waited=self._waited,
+            rejected=self._rejected,
+            wait_seconds=self._wait_seconds,
+            keys=len(self._table),
+        )
+
+    # The guard --------------------------------------------------------------
+
+    admit: Callable[[], object]
+    settle: Callable[[object, BaseException | None, object], BaseException | None]
+
+    def _take(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
+        """Admit (True), reserve a slot to wait for (WAIT), or refuse."""
+        table = self._table
+        key = self._key
+        name = None if key is None else key(*args, **kwargs)  # user code: outside the lock
+        if self._shared:
+            with self._lock:
+                now = self._clock.now()
+                cell = table.cell if key is None else table.cell_for(name, now)
+                decision = table.decide(cell, now, self._cost, self._max_wait)
+        else:
+            now = self._clock.now()
+            cell = table.cell if key is None else table.cell_for(name, now)
+            decision = table.decide(cell, now, self._cost, self._max_wait)
+        if decision == 0.0:
+            self._admitted += 1
+            return True
+        if decision > 0.0:
+            self._pending.reservation = (cell, now, decision)
+            return WAIT
+        self._rejected += 1
+        retry_after = None if decision == -math.inf else -decision
+        if self._observed():
+            self._emit(RateLimitRejected(self._name, retry_after))
+        raise RateLimitedError(name=self._name, retry_after=retry_after)
+
+    def _threads(self) -> None:
+        """A sync runner was compiled with this limiter: take the lock from now on."""
+        self._shared = True
+
+    def _reserved(self) -> tuple[RateCell, float, float]:
+        pending = self._pending
+        reservation = pending.reservation
+        if reservation is None:
+            raise RuntimeError(f"RateLimiter {self._name!r}: wait() without an admit() that asked")
+        pending.reservation = None
+        return reservation
+
+    def _waited_for(self, seconds: float) -> object:
+        self._admitted += 1
+        self._waited += 1
+        self._wait_seconds += seconds
+        if self._observed():
+            self._emit(RateLimitWaited(self._name, seconds))
+        return True
+
+    async def wait(self) -> object:
+        """Wait out the slot that :meth:`admit` reserved (on the clock)."""
+        cell, now, seconds = self._reserved()
+        try:
+            await self._clock.sleep(seconds)
+        except BaseException:
+            with self._lock:  # rare: the lock whether or not threads share it
+                self._table.give_back(cell, now, self._cost, seconds)
+            raise
+        return self._waited_for(seconds)
+
+    def wait_sync(self) -> object:
+        """Wait out the reserved slot in this thread (on the clock)."""
+        cell, now, seconds = self._reserved()
+        try:
+            self._clock.sleep_sync(seconds)
+        except BaseException:
+            with self._lock:  # rare: the lock whether or not threads share it
+                self._table.give_back(cell, now, self._cost, seconds)
+            raise
+        return self._waited_for(seconds)
+
+    def __repr__(self) -> str:
+        return f"<RateLimiter {self._name!r} {self.rate:g}/{self.per:g}s burst={self.burst}>"
+
+
+_INLINE = Inline(
+    # The key function sees the call's arguments: a plan passes them.
+    admit="""
+        {t} = {g}._take({args}, {kwargs})
+        {wait}
+    """,
+    settle="""
+        pass
+    """,
+)
+RateLimiter._inline_source = _INLINE  # type: ignore[attr-defined]
+RateLimiter.admit = _INLINE.method(
+    "admit",
+    """Admit (the ticket), ask to :meth:`wait` for a reserved slot (WAIT), or
+    raise a fresh :class:`~resilience.RateLimitedError`. A keyed limiter
+    needs the call's arguments: run it through a plan (decorators, pipelines,
+    ``call``), which passes them.""",
+)
+RateLimiter.settle = _INLINE.method(
+    "settle", """Nothing to give back: a slot is used once taken."""
+)
