@@ -23,6 +23,8 @@ from resilience import (
     Pipeline,
     Policy,
     PoolBulkhead,
+    RateLimitedError,
+    RateLimiter,
     Retry,
     Timeout,
     TimeoutError,
@@ -363,7 +365,7 @@ def test_policies_sharing_a_name_are_summed(registry: CollectorRegistry) -> None
 def test_only_exported_names_appear(registry: CollectorRegistry) -> None:
     breaker = CircuitBreaker()
     breaker.open()  # a transition pair appears once it has happened
-    keep = [breaker, Retry(), Bulkhead(1), Timeout(1), Fallback(0)]
+    keep = [breaker, Retry(), Bulkhead(1), Timeout(1), Fallback(0), RateLimiter(1)]
     emitted = {sample for sample, _ in scrape(registry)}
     assert emitted == METRIC_NAMES - {
         "resilience_call_duration_seconds_bucket",
@@ -646,3 +648,21 @@ async def test_no_series_for_policies_the_user_did_not_create(registry: Collecto
     assert f"{template_name}:https://a.test:443" in names
     assert template_name not in names
     assert not [n for n in names if n and n.startswith("timeout-")]
+
+
+def test_rate_limiter_counters(registry: CollectorRegistry) -> None:
+    from resilience.lowlevel import WAIT
+
+    clock = FakeClock()
+    name = unique("rl")
+    limiter = RateLimiter(1, max_wait=1.0, name=name, clock=clock)
+    assert limiter.admit() is True
+    assert limiter.admit() is WAIT  # reserves the next slot, 1 s away
+    with pytest.raises(RateLimitedError):
+        limiter.admit()  # 2 s away: refused at once
+    limiter.wait_sync()
+    series = scrape(registry, name)
+    assert series[("resilience_rate_limiter_admitted_total", ())] == 2
+    assert series[("resilience_rate_limiter_waited_total", ())] == 1
+    assert series[("resilience_rate_limiter_rejected_total", ())] == 1
+    assert series[("resilience_rate_limiter_wait_seconds_total", ())] == 1.0

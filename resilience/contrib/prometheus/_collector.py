@@ -14,6 +14,7 @@ from resilience import (
     Fallback,
     Policy,
     PoolBulkhead,
+    RateLimiter,
     Retry,
     Timeout,
 )
@@ -86,6 +87,12 @@ class ResilienceCollector(Collector):
                 series["resilience_bulkhead_waiting"].add((name,), bulkhead.waiting)
                 series["resilience_bulkhead_capacity"].add((name,), bulkhead.capacity)
                 series["resilience_bulkhead_rejected"].add((name,), bulkhead.rejected)
+            elif isinstance(policy, RateLimiter):
+                limits = policy.stats
+                series["resilience_rate_limiter_admitted"].add((name,), limits.admitted)
+                series["resilience_rate_limiter_waited"].add((name,), limits.waited)
+                series["resilience_rate_limiter_rejected"].add((name,), limits.rejected)
+                series["resilience_rate_limiter_wait_seconds"].add((name,), limits.wait_seconds)
             elif isinstance(policy, Timeout):
                 series["resilience_timeouts"].add((name,), policy.stats.timeouts)
             elif isinstance(policy, Fallback):

@@ -108,6 +108,27 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Calls a bulkhead rejected, at once or when their wait ran out.",
         ("name",),
     ),
+    "resilience_rate_limiter_admitted": (
+        "counter",
+        "Calls a rate limiter let through, at once or after a wait.",
+        ("name",),
+    ),
+    "resilience_rate_limiter_waited": (
+        "counter",
+        "Calls a rate limiter let through after making them wait for their slot.",
+        ("name",),
+    ),
+    "resilience_rate_limiter_rejected": (
+        "counter",
+        "Calls a rate limiter refused (RateLimitedError). Keyed limiters are labelled "
+        "by the limiter's name only, never by key.",
+        ("name",),
+    ),
+    "resilience_rate_limiter_wait_seconds": (
+        "counter",
+        "Seconds the calls a rate limiter admitted after a wait spent waiting, added up.",
+        ("name",),
+    ),
     "resilience_timeouts": (
         "counter",
         "Calls a timeout policy cancelled because their time was up.",
