@@ -28,6 +28,10 @@ metric                                           type      labels
 ``resilience_bulkhead_waiting``                  gauge     name
 ``resilience_bulkhead_capacity``                 gauge     name
 ``resilience_bulkhead_rejected_total``           counter   name
+``resilience_rate_limiter_admitted_total``       counter   name
+``resilience_rate_limiter_waited_total``         counter   name
+``resilience_rate_limiter_rejected_total``       counter   name
+``resilience_rate_limiter_wait_seconds_total``   counter   name
 ``resilience_timeouts_total``                    counter   name
 ``resilience_fallbacks_total``                   counter   name
 ``resilience_call_duration_seconds``             histogram name, outcome (opt-in)
