@@ -86,6 +86,7 @@ class RateLimiter(Policy):
         "_cost",
         "_key",
         "_lock",
+        "_max_keys",
         "_max_wait",
         "_pending",
         "_rejected",
@@ -135,6 +136,7 @@ class RateLimiter(Policy):
         self.per = per
         self.burst = burst
         self._max_wait = float(max_wait)
+        self._max_keys = max_keys
         self._cost = cost
         self._key = key
         self._table = RateTable(rate=rate, per=per, burst=burst, max_keys=max_keys)
@@ -154,6 +156,42 @@ class RateLimiter(Policy):
             wait_seconds=self._wait_seconds,
             keys=len(self._table),
         )
+
+    def derive(self, *, name: str | None = None) -> RateLimiter:
+        """A new limiter with this one's settings and listeners, in its own
+        state (per-host limiters are made this way).
+
+        Example::
+
+            template = RateLimiter(10, name="api")
+            per_host = template.derive(name="api:https://a.example:443")
+        """
+        derived = RateLimiter(
+            self.rate,
+            self.per,
+            burst=self.burst,
+            max_wait=self._max_wait,
+            cost=self._cost,
+            key=self._key,
+            max_keys=self._max_keys,
+            name=name,
+            clock=self._clock,
+        )
+        derived._listeners = self._listeners
+        return derived
+
+    def push_back(self, seconds: float) -> None:
+        """Admit nothing (unkeyed) for ``seconds`` from now: the other side
+        asked for it (a ``Retry-After`` on 429 or 503). Later slots follow at
+        the usual rate.
+
+        Example::
+
+            limiter.push_back(30.0)   # the server said: come back in 30 s
+        """
+        seconds = _validate.seconds("seconds", seconds)
+        with self._lock:
+            self._table.push_back(self._table.cell, self._clock.now(), seconds)
 
     # The guard --------------------------------------------------------------
 

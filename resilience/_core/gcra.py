@@ -143,5 +143,13 @@ class RateTable:
         if abs(cell.tat - reserved) <= _SLACK * self._interval + 4.0 * math.ulp(now):
             cell.tat -= cost * self._interval
 
+    def push_back(self, cell: RateCell, now: float, seconds: float) -> None:
+        """Admit nothing of ``cell`` before ``now + seconds`` (never earlier
+        than it already would)."""
+        t = self._time(now)
+        tat = t + seconds + self._tolerance - self._interval
+        if tat > cell.tat:
+            cell.tat = tat
+
     def __len__(self) -> int:
         return len(self._cells)

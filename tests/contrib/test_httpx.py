@@ -626,3 +626,80 @@ def test_hosts_evicted_from_many_threads_never_break_a_request() -> None:
         sys.setswitchinterval(interval)
     assert errors == []
     assert len(transport.breakers) <= 4
+
+
+# Rate limits ----------------------------------------------------------------------------
+
+
+async def test_a_per_host_rate_limit_refuses_without_sending() -> None:
+    from resilience import RateLimitedError, RateLimiter
+    from resilience.contrib.httpx import HTTPRateLimitedError
+
+    clock = FakeClock()
+    sent: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url.host))
+        return httpx.Response(200)
+
+    transport = AsyncResilientTransport(
+        httpx.MockTransport(handler), rate_limit=RateLimiter(1, per=10, clock=clock, name="api")
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get("https://a.test/")).status_code == 200
+        assert (await client.get("https://b.test/")).status_code == 200  # a limit of its own
+        with pytest.raises(HTTPRateLimitedError) as refused:
+            await client.get("https://a.test/")
+    assert isinstance(refused.value, RateLimitedError)
+    assert isinstance(refused.value, httpx.TransportError)
+    assert refused.value.name == "api:https://a.test:443"
+    assert refused.value.retry_after == pytest.approx(10.0)
+    assert sent == ["a.test", "b.test"]  # the refused request never left
+
+
+async def test_a_429_with_retry_after_pushes_the_hosts_limit_back() -> None:
+    from resilience import RateLimiter
+    from resilience.contrib.httpx import HTTPRateLimitedError
+
+    clock = FakeClock()
+    sent: list[float] = []
+    answers = iter([httpx.Response(429, headers={"Retry-After": "30"})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(clock.now())
+        return next(answers, httpx.Response(200))
+
+    transport = AsyncResilientTransport(
+        httpx.MockTransport(handler), rate_limit=RateLimiter(100, clock=clock, name="quota")
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get(URL)).status_code == 429
+        # The server asked for 30 s: nothing is sent to it before then.
+        with pytest.raises(HTTPRateLimitedError) as refused:
+            await client.get(URL)
+        assert refused.value.retry_after == pytest.approx(30.0, abs=0.01)
+        clock.advance(30.0)
+        assert (await client.get(URL)).status_code == 200
+    assert sent == [0.0, 30.0]
+
+
+async def test_a_retry_waits_out_the_pushback_instead_of_sending_into_it() -> None:
+    from resilience import RateLimiter
+
+    clock = FakeClock()
+    sent: list[float] = []
+    answers = iter([httpx.Response(429, headers={"Retry-After": "30"})])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(clock.now())
+        return next(answers, httpx.Response(200))
+
+    transport = AsyncResilientTransport(
+        httpx.MockTransport(handler),
+        retry=Retry(3, backoff=backoff.immediate(), clock=clock),
+        rate_limit=RateLimiter(100, clock=clock),
+        per_host=False,
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get(URL)).status_code == 200
+    assert sent == [0.0, 30.0]

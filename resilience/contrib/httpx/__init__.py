@@ -16,7 +16,8 @@ Example::
     )
 
 Policies apply in this order, outermost first: retry, your own ``policies=``,
-the circuit breaker (one per host by default), the per-attempt timeout, the
+the rate limiter (one per host by default), the circuit breaker (one per host
+by default), the per-attempt timeout, the
 bulkhead, then the wrapped transport. The attempt is one compiled
 :class:`~resilience.lowlevel.Plan` per host; the retry loop drives a
 :class:`~resilience.lowlevel.RetryRun`.
@@ -29,7 +30,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "resilience.contrib.httpx needs httpx: pip install 'resilience[httpx]'"
     ) from exc
 
-from ._errors import HTTPBulkheadFullError, HTTPCircuitOpenError, HTTPTimeoutError
+from ._errors import (
+    HTTPBulkheadFullError,
+    HTTPCircuitOpenError,
+    HTTPRateLimitedError,
+    HTTPTimeoutError,
+)
 from ._rules import IDEMPOTENT_METHODS, RETRYABLE_STATUSES, parse_retry_after
 from ._transport import AsyncResilientTransport, ResilientTransport
 
@@ -39,6 +45,7 @@ __all__ = [
     "AsyncResilientTransport",
     "HTTPBulkheadFullError",
     "HTTPCircuitOpenError",
+    "HTTPRateLimitedError",
     "HTTPTimeoutError",
     "ResilientTransport",
     "parse_retry_after",

@@ -6,7 +6,13 @@ import httpx
 
 from resilience import errors
 
-__all__ = ["HTTPBulkheadFullError", "HTTPCircuitOpenError", "HTTPTimeoutError", "translate"]
+__all__ = [
+    "HTTPBulkheadFullError",
+    "HTTPCircuitOpenError",
+    "HTTPRateLimitedError",
+    "HTTPTimeoutError",
+    "translate",
+]
 
 
 class HTTPCircuitOpenError(errors.CircuitOpenError, httpx.TransportError):
@@ -41,6 +47,22 @@ class HTTPBulkheadFullError(errors.BulkheadFullError, httpx.TransportError):
         self.request = request
 
 
+class HTTPRateLimitedError(errors.RateLimitedError, httpx.TransportError):
+    """The host's rate limiter refused the request, which was never sent:
+    both our :class:`~resilience.RateLimitedError` and an
+    :class:`httpx.TransportError`.
+
+    Example::
+
+        except HTTPRateLimitedError as exc:
+            await anyio.sleep(exc.retry_after or 1.0)
+    """
+
+    def __init__(self, source: errors.RateLimitedError, request: httpx.Request) -> None:
+        super().__init__(name=source.name, retry_after=source.retry_after)
+        self.request = request
+
+
 class HTTPTimeoutError(errors.TimeoutError, httpx.TimeoutException):
     """The per-attempt timeout (or the deadline in force) fired: both our
     :class:`~resilience.TimeoutError` and an :class:`httpx.TimeoutException`.
@@ -66,4 +88,6 @@ def translate(exc: Exception, request: httpx.Request) -> Exception | None:
         return HTTPBulkheadFullError(exc, request)
     if isinstance(exc, errors.TimeoutError):
         return HTTPTimeoutError(exc, request)
+    if isinstance(exc, errors.RateLimitedError):
+        return HTTPRateLimitedError(exc, request)
     return None

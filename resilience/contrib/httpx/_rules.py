@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from resilience import Bulkhead, CircuitBreaker, Policy, Retry, Timeout, errors
+from resilience import Bulkhead, CircuitBreaker, Policy, RateLimiter, Retry, Timeout, errors
 from resilience.lowlevel import DeadlineGuard, Inline, Plan, RetryRun, mark_template
 
 __all__ = [
@@ -166,16 +166,26 @@ class Host:
     """One destination's breaker and the compiled chain of one attempt:
     a request only looks its host up."""
 
-    __slots__ = ("breaker", "label", "run", "run_sync", "used")
+    __slots__ = ("breaker", "label", "limiter", "run", "used")
 
     def __init__(
-        self, label: str, breaker: CircuitBreaker | None, settings: Settings, sync: bool
+        self,
+        label: str,
+        breaker: CircuitBreaker | None,
+        limiter: RateLimiter | None,
+        settings: Settings,
+        sync: bool,
     ) -> None:
         self.label = label
         self.breaker = breaker
+        self.limiter = limiter
         # Looked up since the last eviction sweep passed it (second chance).
         self.used = False
         guards: list[Any] = [*settings.policies]
+        if limiter is not None:
+            # Before the breaker: a refused request is never sent, and is no
+            # outcome of the host's.
+            guards.append(limiter)
         if breaker is not None:
             guards += [breaker, _SERVER_STATUS]
         if not sync:
@@ -204,6 +214,7 @@ class Settings:
         "per_host",
         "plain_statuses",
         "policies",
+        "rate_limit",
         "retry",
         "shared",
         "statuses",
@@ -218,6 +229,7 @@ class Settings:
         breaker: CircuitBreaker | None,
         timeout: Timeout | None,
         bulkhead: Bulkhead | None,
+        rate_limit: RateLimiter | None,
         policies: Sequence[Policy],
         per_host: bool,
         max_hosts: int,
@@ -230,6 +242,7 @@ class Settings:
             ("breaker", breaker, CircuitBreaker),
             ("timeout", timeout, Timeout),
             ("bulkhead", bulkhead, Bulkhead),
+            ("rate_limit", rate_limit, RateLimiter),
         ):
             if value is not None and not isinstance(value, kind):
                 raise TypeError(f"{param} must be a {kind.__name__} or None, got {value!r}")
@@ -257,6 +270,7 @@ class Settings:
         self.timeout = timeout
         self.bulkhead = bulkhead
         self.policies = tuple(policies)
+        self.rate_limit = rate_limit
         self.sync = sync
         self.per_host = per_host
         self.max_hosts = max_hosts
@@ -269,11 +283,13 @@ class Settings:
         self.lock = threading.Lock()
         # Without per-host breakers, every request shares one Host.
         self.shared = None
-        if breaker is not None and per_host:
-            # Only the breakers derived from it run; it is their template.
-            mark_template(breaker)
+        if per_host and (breaker is not None or rate_limit is not None):
+            # Only the policies derived from them run; they are templates.
+            for template in (breaker, rate_limit):
+                if template is not None:
+                    mark_template(template)
         else:
-            self.shared = Host("*", breaker, self, sync)
+            self.shared = Host("*", breaker, rate_limit, self, sync)
 
     def host_for(self, request: httpx.Request) -> Host:
         shared = self.shared
@@ -289,14 +305,20 @@ class Settings:
 
     def _add_host(self, key: HostKey, url: httpx.URL) -> Host:
         template = self.breaker
-        assert template is not None
         with self.lock:  # transports are shared by threads
             hosts = self.hosts
             host = hosts.get(key)
             if host is not None:
                 return host
             label = _host_label(url)
-            host = Host(label, template.derive(name=f"{template.name}:{label}"), self, self.sync)
+            limit = self.rate_limit
+            host = Host(
+                label,
+                None if template is None else template.derive(name=f"{template.name}:{label}"),
+                None if limit is None else limit.derive(name=f"{limit.name}:{label}"),
+                self,
+                self.sync,
+            )
             hosts[key] = host
             # Bounded: past the limit, a host goes with its breaker and metric
             # series. Which one: the oldest not looked up since the sweep last
@@ -314,6 +336,17 @@ class Settings:
         with self.lock:
             hosts = list(self.hosts.values())
         return {host.label: host.breaker for host in hosts if host.breaker}
+
+    def pushed_back(self, host: Host, response: httpx.Response) -> None:
+        """A 429 or 503 with ``Retry-After``: the host's limiter admits nothing
+        for that long (capped by ``max_retry_after``), so the client stops
+        sending instead of retrying into the server's limit."""
+        limiter = host.limiter
+        if limiter is None or response.status_code not in _RETRY_AFTER_STATUSES:
+            return
+        hint = parse_retry_after(response.headers.get("retry-after"))
+        if hint:
+            limiter.push_back(min(hint, self.max_retry_after))
 
     def after_error(
         self, run: RetryRun, request: httpx.Request, replayable: bool, exc: Exception

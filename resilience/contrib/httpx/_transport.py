@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 
 import httpx
 
-from resilience import Bulkhead, CircuitBreaker, Policy, Retry, Timeout
+from resilience import Bulkhead, CircuitBreaker, Policy, RateLimiter, Retry, Timeout
 
 from ._errors import translate
 from ._rules import RETRYABLE_STATUSES, ServerError, Settings, replayable
@@ -39,6 +39,13 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     - ``timeout``: per attempt, up to the response headers; the body is read
       under httpx's own read timeout.
     - ``bulkhead``: bounds the requests in flight through this transport.
+    - ``rate_limit``: a :class:`~resilience.RateLimiter` applied to each
+      attempt, before the breaker; with ``per_host=True`` a template from
+      which each host gets its own limiter (named like the breakers). A
+      refused request is never sent: :class:`HTTPRateLimitedError` (both
+      ``RateLimitedError`` and ``httpx.TransportError``). A 429 or 503 with
+      ``Retry-After`` (capped by ``max_retry_after``) pushes the host's
+      limiter back for that long.
     - ``policies``: your own policies (guards, flows or any
       :class:`~resilience.Policy`), run for each attempt inside the retry and
       outside the breaker.
@@ -66,6 +73,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         breaker: CircuitBreaker | None = None,
         timeout: Timeout | None = None,
         bulkhead: Bulkhead | None = None,
+        rate_limit: RateLimiter | None = None,
         policies: Sequence[Policy] = (),
         per_host: bool = True,
         max_hosts: int = 1000,
@@ -85,6 +93,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             breaker=breaker,
             timeout=timeout,
             bulkhead=bulkhead,
+            rate_limit=rate_limit,
             policies=policies,
             per_host=per_host,
             max_hosts=max_hosts,
@@ -100,7 +109,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
-        attempt = (settings.shared or settings.host_for(request)).run
+        host = settings.shared or settings.host_for(request)
+        attempt = host.run
         send = self._transport.handle_async_request
         retry = settings.retry
         # No run is built for a call whose first attempt settles it.
@@ -129,6 +139,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
                 if delay > 0:
                     await retry.clock.sleep(delay)  # type: ignore[union-attr]
                 continue
+            if host.limiter is not None:
+                settings.pushed_back(host, response)
             if retry is None:
                 return response
             if statuses is not None and response.status_code not in statuses:
@@ -169,6 +181,7 @@ class ResilientTransport(httpx.BaseTransport):
         breaker: CircuitBreaker | None = None,
         timeout: Timeout | None = None,
         bulkhead: Bulkhead | None = None,
+        rate_limit: RateLimiter | None = None,
         policies: Sequence[Policy] = (),
         per_host: bool = True,
         max_hosts: int = 1000,
@@ -194,6 +207,7 @@ class ResilientTransport(httpx.BaseTransport):
             breaker=breaker,
             timeout=None,
             bulkhead=bulkhead,
+            rate_limit=rate_limit,
             policies=policies,
             per_host=per_host,
             max_hosts=max_hosts,
@@ -209,7 +223,8 @@ class ResilientTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
-        attempt = (settings.shared or settings.host_for(request)).run
+        host = settings.shared or settings.host_for(request)
+        attempt = host.run
         send = self._transport.handle_request
         retry = settings.retry
         run = retry.start() if retry is not None and retry.needs_start else None
@@ -234,6 +249,8 @@ class ResilientTransport(httpx.BaseTransport):
                 if delay > 0:
                     retry.clock.sleep_sync(delay)  # type: ignore[union-attr]
                 continue
+            if host.limiter is not None:
+                settings.pushed_back(host, response)
             if retry is None:
                 return response
             if statuses is not None and response.status_code not in statuses:
