@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import math
 import threading
 from collections.abc import Callable, Hashable
@@ -11,6 +12,7 @@ from typing import Any
 from . import _validate
 from ._clock import Clock
 from ._core.gcra import RateCell, RateTable
+from ._deadline import _current as _current_deadline
 from ._plan import Inline
 from ._protocol import WAIT
 from .errors import RateLimitedError
@@ -50,7 +52,7 @@ class _Pending(threading.local):
 
 
 class RateLimiter(Policy):
-    """At most ``rate`` calls per ``per`` seconds, with bursts of up to ``burst``.
+    """``rate`` calls per ``per`` seconds on average, with bursts of up to ``burst``.
 
     The generic cell rate algorithm keeps one number per key and is exact:
     in any closed interval of ``W`` seconds at most ``burst + rate * W / per``
@@ -114,11 +116,16 @@ class RateLimiter(Policy):
         name: str | None = None,
         clock: Clock | None = None,
     ) -> None:
-        rate = _validate.seconds("rate", rate)  # a finite number > 0
+        if isinstance(rate, bool) or not isinstance(rate, int | float):
+            raise TypeError(f"rate must be a number of calls, got {rate!r}")
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"rate must be a finite number > 0, got {rate!r}")
         per = _validate.seconds("per", per)
         if burst is None:
             burst = math.ceil(rate)
         _validate.count("burst", burst, 1)
+        if isinstance(max_wait, datetime.timedelta):
+            max_wait = max_wait.total_seconds()
         if isinstance(max_wait, bool) or not isinstance(max_wait, int | float):
             raise TypeError(f"max_wait must be a number of seconds, got {max_wait!r}")
         if not max_wait >= 0:  # NaN fails too
@@ -180,6 +187,11 @@ class RateLimiter(Policy):
         derived._listeners = self._listeners
         return derived
 
+    @property
+    def keyed(self) -> bool:
+        """Whether the limit is per key (``key=``)."""
+        return self._key is not None
+
     def push_back(self, seconds: float) -> None:
         """Admit nothing (unkeyed) for ``seconds`` from now: the other side
         asked for it (a ``Retry-After`` on 429 or 503). Later slots follow at
@@ -190,6 +202,11 @@ class RateLimiter(Policy):
             limiter.push_back(30.0)   # the server said: come back in 30 s
         """
         seconds = _validate.seconds("seconds", seconds)
+        if self._key is not None:
+            raise TypeError(
+                f"RateLimiter {self._name!r} is keyed: push_back applies to one limit, "
+                "and a keyed limiter has one per key"
+            )
         with self._lock:
             self._table.push_back(self._table.cell, self._clock.now(), seconds)
 
@@ -203,15 +220,22 @@ class RateLimiter(Policy):
         table = self._table
         key = self._key
         name = None if key is None else key(*args, **kwargs)  # user code: outside the lock
+        max_wait = self._max_wait
+        if max_wait:
+            # Never reserve a slot the caller would be cut off before: under
+            # overload such slots would be lost, and nobody admitted.
+            limit = _current_deadline.get()
+            if limit is not None:
+                max_wait = min(max_wait, max(0.0, limit.remaining()))
         if self._shared:
             with self._lock:
                 now = self._clock.now()
                 cell = table.cell if key is None else table.cell_for(name, now)
-                decision = table.decide(cell, now, self._cost, self._max_wait)
+                decision = table.decide(cell, now, self._cost, max_wait)
         else:
             now = self._clock.now()
             cell = table.cell if key is None else table.cell_for(name, now)
-            decision = table.decide(cell, now, self._cost, self._max_wait)
+            decision = table.decide(cell, now, self._cost, max_wait)
         if decision == 0.0:
             self._admitted += 1
             return True

@@ -29,6 +29,15 @@ EXPECTED = {
         "limit: peak 1 in flight, 3 rejected",
         "custom policy: every check passed",
     ),
+    "ratelimit.py": (
+        "decorator: calls ran at [0.0, 0.0, 0.0, 0.5, 1.0, 1.5] (fake seconds)",
+        "decorator: RateLimiterStatistics(admitted=6, waited=3, rejected=0, wait_seconds=1.5",
+        "refusal: RateLimitedError at t=4, retry_after=6s",
+        "refusal: came back after retry_after and passed at t=10",
+        "per user: ann ok, ann ok, ann refused (retry in 30s), bob ok",
+        "per user: ann posted again at t=30; 2 keys held",
+        "ratelimit: every check passed",
+    ),
 }
 # --check: the demo also fails unless its breaker opened and closed again.
 ARGS = {"demo.py": ["--duration", "2", "--clients", "5", "--check"]}

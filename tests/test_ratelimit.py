@@ -188,3 +188,44 @@ def test_bad_settings_are_refused_naming_the_parameter(
 ) -> None:
     with pytest.raises(error, match=param):
         RateLimiter(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_under_a_deadline_a_caller_does_not_reserve_a_slot_it_would_miss() -> None:
+    # Found writing the docs: a Timeout shorter than max_wait made waiters
+    # reserve slots they were cancelled before, so the slots were lost and,
+    # under overload, nothing was admitted at all.
+    import resilience
+    from resilience import Timeout
+
+    clock = FakeClock()
+    limiter = RateLimiter(1, max_wait=5.0, clock=clock)
+    policy = Timeout(0.5, clock=clock) | limiter
+
+    async def ok() -> str:
+        return "ok"
+
+    assert await policy.call(ok) == "ok"
+    for _ in range(3):  # each would need 1 s, the deadline leaves 0.5 s: refused at once
+        with pytest.raises(RateLimitedError):
+            await policy.call(ok)
+    assert clock.sleeps == []
+    clock.advance(1.0)
+    assert await policy.call(ok) == "ok"  # no slot was lost
+    with resilience.deadline(10.0, clock=clock):
+        assert await limiter.call(ok) == "ok"  # room to wait: it does
+    assert clock.sleeps == [1.0]
+
+
+def test_push_back_is_refused_on_a_keyed_limiter() -> None:
+    limiter = RateLimiter(1, key=lambda who: who)
+    assert limiter.keyed
+    with pytest.raises(TypeError, match="keyed"):
+        limiter.push_back(5.0)
+
+
+def test_rate_is_a_number_of_calls_and_max_wait_may_be_a_timedelta() -> None:
+    import datetime
+
+    with pytest.raises(TypeError, match="rate must be a number of calls"):
+        RateLimiter(datetime.timedelta(seconds=5))  # type: ignore[arg-type]
+    assert RateLimiter(1, max_wait=datetime.timedelta(seconds=2))._max_wait == 2.0

@@ -342,7 +342,7 @@ class Settings:
         for that long (capped by ``max_retry_after``), so the client stops
         sending instead of retrying into the server's limit."""
         limiter = host.limiter
-        if limiter is None or response.status_code not in _RETRY_AFTER_STATUSES:
+        if limiter is None or limiter.keyed or response.status_code not in _RETRY_AFTER_STATUSES:
             return
         hint = parse_retry_after(response.headers.get("retry-after"))
         if hint:
