@@ -28,6 +28,8 @@ from resilience.events import (
     CircuitState,
     Event,
     FallbackUsed,
+    RateLimitRejected,
+    RateLimitWaited,
     RetryExhausted,
     RetryScheduled,
     StateChanged,
@@ -43,6 +45,8 @@ DEFAULT_LEVELS: Mapping[type[Event], int] = MappingProxyType(
         StateChanged: logging.INFO,
         CallRejected: logging.INFO,
         BulkheadRejected: logging.INFO,
+        RateLimitRejected: logging.INFO,
+        RateLimitWaited: logging.DEBUG,
         RetryScheduled: logging.INFO,
         RetryExhausted: logging.WARNING,
         TimedOut: logging.WARNING,
@@ -120,7 +124,7 @@ class EventLogger:
         if not logger.isEnabledFor(level):
             return  # cheap when the level is off: no formatting, no rate-limit bookkeeping
         extra = {"resilience_event": event, "resilience_policy": event.name}
-        if isinstance(event, CallRejected | BulkheadRejected):
+        if isinstance(event, CallRejected | BulkheadRejected | RateLimitRejected):
             suppressed = self._admit_rejection(event.name)
             if suppressed is None:
                 return
@@ -157,6 +161,14 @@ class EventLogger:
                 _describe(event.exception, event.result),
                 extra=extra,
             )
+        elif isinstance(event, RateLimitWaited):
+            logger.log(
+                level,
+                "rate limiter %r: a call waited %.3fs for its slot",
+                event.name,
+                event.seconds,
+                extra=extra,
+            )
         elif isinstance(event, TimedOut):
             logger.log(
                 level, "timeout %r: cancelled after %gs", event.name, event.seconds, extra=extra
@@ -188,7 +200,12 @@ class EventLogger:
             return 0 if last is None else last[1]
 
     @staticmethod
-    def _rejection_text(event: CallRejected | BulkheadRejected) -> str:
+    def _rejection_text(event: CallRejected | BulkheadRejected | RateLimitRejected) -> str:
+        if isinstance(event, RateLimitRejected):
+            text = f"rate limiter {event.name!r} refused a call"
+            if event.retry_after is not None:
+                text += f" (it would pass in {event.retry_after:.3f}s)"
+            return text
         if isinstance(event, CallRejected):
             text = f"circuit breaker {event.name!r} rejected a call ({event.state.value}"
             if event.retry_after is not None:
