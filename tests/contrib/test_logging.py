@@ -181,3 +181,20 @@ def test_bad_arguments() -> None:
     with pytest.raises(TypeError, match=r"levels\[StateChanged\]"):
         log_events(levels={StateChanged: "loud"})  # type: ignore[dict-item]
     assert not any(isinstance(listener, EventLogger) for listener in events.global_listeners)
+
+
+def test_rate_limiter_waits_and_refusals(caplog_all: pytest.LogCaptureFixture) -> None:
+    from resilience import RateLimitedError, RateLimiter
+
+    clock = FakeClock()
+    limiter = RateLimiter(1, max_wait=1.0, name="quota", clock=clock)
+    with log_events(logging.getLogger(LOGGER)):
+        limiter.call_sync(lambda: 1)
+        limiter.call_sync(lambda: 1)  # waits 1 s
+        limiter.admit()  # takes the next slot, 1 s away
+        with pytest.raises(RateLimitedError):
+            limiter.admit()
+    assert records(caplog_all) == [
+        (logging.DEBUG, "rate limiter 'quota': a call waited 1.000s for its slot"),
+        (logging.INFO, "rate limiter 'quota' refused a call (it would pass in 2.000s)"),
+    ]
