@@ -34,7 +34,6 @@ _END = 1
 _BOTH = 2
 
 _UNLOCKED = contextlib.nullcontext()
-_get_ident = threading.get_ident
 
 _DEFAULT_WINDOW = CountWindow(100)
 _DEFAULTS: dict[str, Any] = {}  # CircuitBreaker's keyword defaults, filled below the class

@@ -407,8 +407,15 @@ class Bulkhead(Policy):
 
     def _abandon(self, waiter: Waiter) -> None:
         """The caller is cancelled: leave the queue, or give back the permit
-        that was handed over but never used."""
-        if not self._leave(waiter) and self._forfeit(waiter):
+        that was handed over but never used. One transition under the lock,
+        whichever of the two it is."""
+        with self._lock:
+            state = waiter.state
+            if state == WAITING:
+                del self._waiters[waiter]
+            if state in (WAITING, GRANTED):
+                waiter.state = GONE
+        if state == GRANTED:
             self._release()
 
     def _rejection(self, *, waited: bool) -> BulkheadFullError:
