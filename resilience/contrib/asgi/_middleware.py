@@ -6,7 +6,7 @@ import heapq
 import math
 import sys
 import threading
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import anyio
@@ -15,7 +15,6 @@ from resilience import Bulkhead, CircuitBreaker, Clock, Policy, SystemClock, Tim
 from resilience.errors import BulkheadFullError, CircuitOpenError
 from resilience.errors import TimeoutError as ResilienceTimeoutError
 from resilience.lowlevel import (
-    Inline,
     Plan,
     check_count,
     check_optional_seconds,
@@ -24,12 +23,11 @@ from resilience.lowlevel import (
     running_loop,
 )
 
+from ._entry import Entry
 from ._request import (
     _CLOCK,
     _COMPLETE,
-    _ENTERED,
     _INF,
-    _LATE,
     _OPEN,
     _QUEUED,
     _SCOPE,
@@ -65,67 +63,6 @@ _get_ident = threading.get_ident
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 _new_request = object.__new__
-
-
-class _Entry:
-    """The innermost guard of the chain: the request leaves the queue and
-    enters the app; the app's cancellation by the budget becomes the
-    TimeoutError the breaker records, and a 5xx response (with a breaker) a
-    ServerErrorResponse; the middleware handles both on the way out."""
-
-    __slots__ = ("breaker", "failures", "timeout")
-
-    _internal = True  # observers do not see its spans
-    _sync_unsupported = "an ASGI application is async"
-
-    admit: Callable[[], object]
-    settle: Callable[[object, BaseException | None, object], BaseException | None]
-
-    def __init__(
-        self, timeout: Timeout | None, breaker: CircuitBreaker | None, failures: frozenset[int]
-    ) -> None:
-        self.timeout = timeout
-        self.breaker = breaker
-        self.failures = failures
-
-    async def wait(self) -> object:  # pragma: no cover - admit never waits
-        return None
-
-    def wait_sync(self) -> object:  # pragma: no cover - never run sync
-        return None
-
-    def _outside(self) -> object:
-        raise RuntimeError("the middleware's entry guard runs only inside its own chain")
-
-
-_ENTRY = Inline(
-    # The app is called with (scope, receive, request.send): the request is
-    # the bound method's __self__, read without a context variable.
-    admit="""
-        {t} = {args}[2].__self__
-        {t}.state = {n}ENTERED
-    """,
-    settle="""
-        if error is not None:
-            if {t}.mode and {t}.expired():
-                {t}.error = error = {g}.timeout.timed_out({t}.budget)
-        elif {t}.state >= {n}STARTED:
-            if {g}.breaker is not None and {t}.status in {g}.failures:
-                error = {n}ServerErrorResponse({t}.status)
-        elif {t}.state == {n}LATE and {t}.expired():
-            {t}.error = error = {g}.timeout.timed_out({t}.budget)
-    """,
-    names={
-        "ENTERED": _ENTERED,
-        "LATE": _LATE,
-        "STARTED": _STARTED,
-        "ServerErrorResponse": ServerErrorResponse,
-    },
-)
-_Entry._inline_source = _ENTRY  # type: ignore[attr-defined]
-_Entry.admit = _Entry._outside  # type: ignore[assignment]
-_ENTRY.methods["admit"] = _Entry._outside
-_Entry.settle = _ENTRY.method("settle", "A timeout or a 5xx response, as the breaker sees it.")
 
 
 def _invalid(parameter: str, value: object, expected: str) -> ValueError:
@@ -303,7 +240,7 @@ class ResilienceMiddleware:
         self._breaker = breaker
         # The chain each request runs, compiled once: policies, bulkhead,
         # breaker, then the app, entered by the innermost guard.
-        entry = _Entry(self._timeout, breaker, failures)
+        entry = Entry(self._timeout, breaker, failures)
         chain = [*policies, self._bulkhead, breaker, entry]
         self._run = Plan([p for p in chain if p is not None]).decorate(app, sync=False, arity=3)
         self._seconds: float | None = None if timeout is None else float(timeout)
