@@ -70,6 +70,10 @@ PACKAGES = (
     "sniffio",
     "trio",
     "uvloop",
+    "aiolimiter",
+    "limits",
+    "pyrate-limiter",
+    "slowapi",
 )
 
 
@@ -127,6 +131,13 @@ TARGETS: tuple[Target, ...] = (
     Target("stack.four", "trio", 10.0, "retry > breaker > timeout > bulkhead"),
     Target("asgi.middleware", "asyncio", 2.6, "ASGI middleware, all features (over the bare app)"),
     Target("httpx.transport", "asyncio", 3.0, "httpx AsyncResilientTransport (over plain httpx)"),
+    Target("ratelimit.ours", "asyncio", 0.5, "rate limiter, admitted call"),
+    Target(
+        "ratelimit.ours.keyed",
+        "asyncio",
+        1.0,
+        "keyed rate limiter, 100 keys, admitted call (over await h(key))",
+    ),
 )
 
 REFERENCE_AWAIT = 0.114
@@ -146,6 +157,28 @@ RATIO_TARGETS: tuple[RatioTarget, ...] = (
     ),
     RatioTarget("stack.four", "asyncio", "stack.hyx", 5.0, "vs hyx stack"),
     RatioTarget("stack.four", "asyncio", "stack.pyresilience", 5.0, "vs pyresilience stack"),
+    # At least 3x the cheapest peer's speed: one target per peer, so whichever
+    # is cheapest in a run is held to it.
+    *(
+        RatioTarget("ratelimit.ours", "asyncio", peer, 3.0, "rate limiter vs a peer")
+        for peer in (
+            "ratelimit.aiolimiter",
+            "ratelimit.limits.moving",
+            "ratelimit.limits.sliding",
+            "ratelimit.pyrate.log",
+            "ratelimit.pyrate.gcra",
+        )
+    ),
+    *(
+        RatioTarget("ratelimit.ours.keyed", "asyncio", peer, 3.0, "keyed rate limiter vs a peer")
+        for peer in (
+            "ratelimit.aiolimiter.keyed",
+            "ratelimit.limits.moving.keyed",
+            "ratelimit.limits.sliding.keyed",
+            "ratelimit.pyrate.log.keyed",
+            "ratelimit.pyrate.gcra.keyed",
+        )
+    ),
 )
 
 AT_MOST_TARGETS: tuple[AtMostTarget, ...] = (
