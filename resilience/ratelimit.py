@@ -85,11 +85,13 @@ class RateLimiter(Policy):
 
     __slots__ = (
         "_admitted",
+        "_cell",
         "_cost",
         "_key",
         "_lock",
         "_max_keys",
         "_max_wait",
+        "_now",
         "_pending",
         "_rejected",
         "_shared",
@@ -146,7 +148,11 @@ class RateLimiter(Policy):
         self._max_keys = max_keys
         self._cost = cost
         self._key = key
-        self._table = RateTable(rate=rate, per=per, burst=burst, max_keys=max_keys)
+        self._now = self._clock.now
+        self._table = RateTable(
+            rate=rate, per=per, burst=burst, max_keys=max_keys, origin=self._now()
+        )
+        self._cell = self._table.cell
         self._pending = _Pending()
         self._lock = threading.Lock()
         # Without a lock until threads may use it (a sync runner compiled with it).
@@ -217,28 +223,52 @@ class RateLimiter(Policy):
 
     def _take(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         """Admit (True), reserve a slot to wait for (WAIT), or refuse."""
-        table = self._table
         key = self._key
-        name = None if key is None else key(*args, **kwargs)  # user code: outside the lock
+        if key is not None:
+            return self._take_key(key(*args, **kwargs))  # user code: outside the lock
         max_wait = self._max_wait
         if max_wait:
-            # Never reserve a slot the caller would be cut off before: under
-            # overload such slots would be lost, and nobody admitted.
-            limit = _current_deadline.get()
-            if limit is not None:
-                max_wait = min(max_wait, max(0.0, limit.remaining()))
+            max_wait = self._within_deadline(max_wait)
         if self._shared:
             with self._lock:
-                now = self._clock.now()
-                cell = table.cell if key is None else table.cell_for(name, now)
-                decision = table.decide(cell, now, self._cost, max_wait)
+                now = self._now()
+                decision = self._table.decide(self._cell, now, self._cost, max_wait)
         else:
-            now = self._clock.now()
-            cell = table.cell if key is None else table.cell_for(name, now)
-            decision = table.decide(cell, now, self._cost, max_wait)
+            now = self._now()
+            decision = self._table.decide(self._cell, now, self._cost, max_wait)
         if decision == 0.0:
             self._admitted += 1
             return True
+        return self._verdict(self._cell, now, decision)
+
+    def _take_key(self, key: Hashable) -> object:
+        """:meth:`_take` for the limit of ``key`` (whatever this limiter's own
+        ``key=``: the ASGI middleware picks keys from the request). The
+        ticket is the key's cell, which the middleware reads for its
+        ``RateLimit`` header."""
+        max_wait = self._max_wait
+        if max_wait:
+            max_wait = self._within_deadline(max_wait)
+        table = self._table
+        with self._lock:  # the key table changes: threads or not, never torn
+            now = self._now()
+            cell = table.cell_for(key, now)
+            decision = table.decide(cell, now, self._cost, max_wait)
+        if decision == 0.0:
+            self._admitted += 1
+            return cell
+        return self._verdict(cell, now, decision)
+
+    def _within_deadline(self, max_wait: float) -> float:
+        # Never reserve a slot the caller would be cut off before: under
+        # overload such slots would be lost, and nobody admitted.
+        limit = _current_deadline.get()
+        if limit is None:
+            return max_wait
+        return min(max_wait, max(0.0, limit.remaining()))
+
+    def _verdict(self, cell: RateCell, now: float, decision: float) -> object:
+        """A decision other than "at once": wait for a reserved slot, or refuse."""
         if decision > 0.0:
             self._pending.reservation = (cell, now, decision)
             return WAIT
@@ -247,6 +277,31 @@ class RateLimiter(Policy):
         if self._observed():
             self._emit(RateLimitRejected(self._name, retry_after))
         raise RateLimitedError(name=self._name, retry_after=retry_after)
+
+    def _reserved_cell(self) -> RateCell:
+        """The cell of the slot :meth:`admit` just reserved (before :meth:`wait`)."""
+        reservation = self._pending.reservation
+        assert reservation is not None
+        return reservation[0]
+
+    def quota(self, key: Hashable = None) -> tuple[int, float]:
+        """The calls that could pass at once now (for ``key``, on a keyed
+        limiter), and the seconds until one more could (``math.inf`` when the
+        limit is fully rested): what the ASGI middleware's ``RateLimit``
+        header tells clients. Reading it takes nothing.
+
+        Example::
+
+            calls, seconds = limiter.quota()
+            print(f"{calls} now, one more in {seconds:.2f} s")
+        """
+        table = self._table
+        cell = table.cell if self._key is None else table.peek(key)
+        return self._quota_of(cell if cell is not None else RateCell())
+
+    def _quota_of(self, cell: RateCell) -> tuple[int, float]:
+        """:meth:`quota` for a cell (a ticket of :meth:`_take_key`)."""
+        return self._table.available(cell, self._now(), self._cost)
 
     def _threads(self) -> None:
         """A sync runner was compiled with this limiter: take the lock from now on."""
@@ -260,13 +315,13 @@ class RateLimiter(Policy):
         pending.reservation = None
         return reservation
 
-    def _waited_for(self, seconds: float) -> object:
+    def _waited_for(self, cell: RateCell, seconds: float) -> object:
         self._admitted += 1
         self._waited += 1
         self._wait_seconds += seconds
         if self._observed():
             self._emit(RateLimitWaited(self._name, seconds))
-        return True
+        return cell
 
     async def wait(self) -> object:
         """Wait out the slot that :meth:`admit` reserved (on the clock)."""
@@ -277,7 +332,7 @@ class RateLimiter(Policy):
             with self._lock:  # rare: the lock whether or not threads share it
                 self._table.give_back(cell, now, self._cost, seconds)
             raise
-        return self._waited_for(seconds)
+        return self._waited_for(cell, seconds)
 
     def wait_sync(self) -> object:
         """Wait out the reserved slot in this thread (on the clock)."""
@@ -288,7 +343,7 @@ class RateLimiter(Policy):
             with self._lock:  # rare: the lock whether or not threads share it
                 self._table.give_back(cell, now, self._cost, seconds)
             raise
-        return self._waited_for(seconds)
+        return self._waited_for(cell, seconds)
 
     def __repr__(self) -> str:
         return f"<RateLimiter {self._name!r} {self.rate:g}/{self.per:g}s burst={self.burst}>"

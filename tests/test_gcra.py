@@ -10,8 +10,10 @@ from hypothesis import strategies as st
 from resilience._core.gcra import RateTable
 
 
-def table(rate: float, per: float, burst: int, max_keys: int = 100) -> RateTable:
-    return RateTable(rate=rate, per=per, burst=burst, max_keys=max_keys)
+def table(
+    rate: float, per: float, burst: int, max_keys: int = 100, origin: float = 0.0
+) -> RateTable:
+    return RateTable(rate=rate, per=per, burst=burst, max_keys=max_keys, origin=origin)
 
 
 def admitted_in_any_window_within_the_bound(
@@ -41,7 +43,7 @@ def admitted_in_any_window_within_the_bound(
 def test_no_window_ever_admits_more_than_burst_plus_rate_times_its_length(
     rate: float, per: float, burst: int, start: float, steps: list[tuple[float, int, bool]]
 ) -> None:
-    cells = table(rate, per, burst)
+    cells = table(rate, per, burst, origin=start)
     cell = cells.cell
     interval = per / rate
     now = start

@@ -14,9 +14,10 @@ A request over the limit may instead *reserve* its slots, to be used once
 if no later reservation was made after it; otherwise it is lost, never
 shared between two calls.
 
-Nothing here reads a clock: callers pass ``now``. Times are kept relative to
-the first reading seen, so the comparisons stay exact to well below a
-nanosecond for years of uptime; a permit due at ``t`` is granted at ``t``.
+Nothing here reads a clock: callers pass ``now``, and ``origin``, a reading
+taken when the table was made. Times are kept relative to it, so the
+comparisons stay exact to well below a nanosecond for years of uptime; a
+permit due at ``t`` is granted at ``t``.
 """
 
 from __future__ import annotations
@@ -57,16 +58,24 @@ class RateTable:
         "_interval",
         "_max_keys",
         "_origin",
+        "_reach",
+        "_slack",
         "_tolerance",
         "cell",
     )
 
-    def __init__(self, *, rate: float, per: float, burst: int, max_keys: int) -> None:
+    def __init__(
+        self, *, rate: float, per: float, burst: int, max_keys: int, origin: float
+    ) -> None:
         self._interval = per / rate
         self._tolerance = burst * self._interval
+        self._slack = _SLACK * self._interval
+        # How far ahead of now the TAT may be taken at once: the tolerance,
+        # and the rounding of ``n * T``.
+        self._reach = self._tolerance + self._slack
         self._cost_limit = burst
         self._max_keys = max_keys
-        self._origin: float | None = None
+        self._origin = origin
         self.cell = RateCell()
         """The unkeyed limit's cell."""
         self._cells: dict[Hashable, RateCell] = {}
@@ -75,12 +84,6 @@ class RateTable:
     def interval(self) -> float:
         """Seconds per slot (``per / rate``)."""
         return self._interval
-
-    def _time(self, now: float) -> float:
-        origin = self._origin
-        if origin is None:
-            origin = self._origin = now
-        return now - origin
 
     def cell_for(self, key: Hashable, now: float) -> RateCell:
         """The key's cell, most recently used now; the table stays within
@@ -91,7 +94,7 @@ class RateTable:
         if cell is None:
             cell = RateCell()
             if len(cells) >= self._max_keys:
-                self._evict(self._time(now))
+                self._evict(now - self._origin)
         cells[key] = cell
         return cell
 
@@ -113,20 +116,22 @@ class RateTable:
     def decide(self, cell: RateCell, now: float, cost: int, max_wait: float) -> float:
         """Take ``cost`` slots of ``cell`` at ``now``, at once or after a wait
         of at most ``max_wait``; or refuse (see the class docstring)."""
-        if cost > self._cost_limit:
-            return -math.inf  # more than a burst can ever hold
-        t = self._time(now)
-        interval = self._interval
+        t = now - self._origin
         tat = cell.tat
-        new = (tat if tat > t else t) + cost * interval
-        wait = new - t - self._tolerance
-        slack = _SLACK * interval
-        if wait <= slack:
+        new = (tat if tat > t else t) + cost * self._interval
+        if new - t <= self._reach:
             cell.tat = new
             return 0.0
+        return self._late(cell, now, cost, max_wait, new, new - t - self._tolerance)
+
+    def _late(
+        self, cell: RateCell, now: float, cost: int, max_wait: float, new: float, wait: float
+    ) -> float:
+        if cost > self._cost_limit:
+            return -math.inf  # more than a burst can ever hold
         # The caller's own reading is a float too: a permit due at t, asked
         # for at a reading of t, must not miss by its rounding.
-        slack += 4.0 * math.ulp(now)
+        slack = self._slack + 4.0 * math.ulp(now)
         if wait <= slack:
             cell.tat = new
             return 0.0
@@ -135,19 +140,31 @@ class RateTable:
             return wait
         return -wait
 
+    def available(self, cell: RateCell, now: float, cost: int) -> tuple[int, float]:
+        """How many calls of ``cost`` slots could pass at once at ``now``, and
+        the seconds until one more could (``math.inf`` once fully rested)."""
+        used = cell.tat - (now - self._origin)
+        if used <= self._slack:
+            return self._cost_limit // cost, math.inf
+        free = (self._tolerance - used) / self._interval  # slots; < 0 when pushed back
+        calls = max(0, math.floor(free / cost + _SLACK))
+        return calls, ((calls + 1) * cost - free) * self._interval
+
+    def peek(self, key: Hashable) -> RateCell | None:
+        """The key's cell, if the table holds one (not counted as a use)."""
+        return self._cells.get(key)
+
     def give_back(self, cell: RateCell, now: float, cost: int, wait: float) -> None:
         """A reservation made at ``now`` with this ``wait`` was not used: give
         it back, unless a later reservation was made after it."""
-        t = self._time(now)
-        reserved = t + wait + self._tolerance
-        if abs(cell.tat - reserved) <= _SLACK * self._interval + 4.0 * math.ulp(now):
+        reserved = now - self._origin + wait + self._tolerance
+        if abs(cell.tat - reserved) <= self._slack + 4.0 * math.ulp(now):
             cell.tat -= cost * self._interval
 
     def push_back(self, cell: RateCell, now: float, seconds: float) -> None:
         """Admit nothing of ``cell`` before ``now + seconds`` (never earlier
         than it already would)."""
-        t = self._time(now)
-        tat = t + seconds + self._tolerance - self._interval
+        tat = now - self._origin + seconds + self._tolerance - self._interval
         if tat > cell.tat:
             cell.tat = tat
 

@@ -19,7 +19,8 @@ Example::
         name="api",
     )
 
-Per HTTP request, outermost first: your own ``policies=``, the bulkhead (``max_concurrent``,
+Per HTTP request, outermost first: the rate limit (``rate_limit=``, per
+client), your own ``policies=``, the bulkhead (``max_concurrent``,
 ``max_waiting``), the circuit breaker, then the application under the
 request's time budget. Lifespan and websocket scopes, and paths under
 ``exclude_paths``, go straight to the application.

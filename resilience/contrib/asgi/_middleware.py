@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import heapq
-import math
+import logging
 import sys
 import threading
 from collections.abc import Collection, Iterable, Sequence
@@ -11,8 +11,8 @@ from typing import Any
 
 import anyio
 
-from resilience import Bulkhead, CircuitBreaker, Clock, Policy, SystemClock, Timeout
-from resilience.errors import BulkheadFullError, CircuitOpenError
+from resilience import Bulkhead, CircuitBreaker, Clock, Policy, RateLimiter, SystemClock, Timeout
+from resilience.errors import BulkheadFullError, CircuitOpenError, RateLimitedError
 from resilience.errors import TimeoutError as ResilienceTimeoutError
 from resilience.lowlevel import (
     Plan,
@@ -23,18 +23,17 @@ from resilience.lowlevel import (
     running_loop,
 )
 
+from ._answers import _FAILED, _LIMITED, _OPEN, _SHED, _TIMED_OUT, Answers
 from ._entry import Entry
+from ._limit import KeyFailed, RequestLimit
 from ._request import (
     _CLOCK,
     _COMPLETE,
     _INF,
-    _OPEN,
     _QUEUED,
     _SCOPE,
-    _SHED,
     _STARTED,
     _TASK,
-    _TIMED_OUT,
     _UNTIMED,
     ASGIApp,
     Receive,
@@ -42,8 +41,8 @@ from ._request import (
     Scope,
     Send,
     ServerErrorResponse,
-    error_response,
 )
+from ._settings import header_name, invalid, methods, prefixes, statuses, wrong
 from ._timers import Timers
 
 __all__ = ["DEFAULT_FAILURE_STATUSES", "ResilienceMiddleware"]
@@ -57,20 +56,13 @@ not this service; counting them makes stacked breakers hold the whole
 service open long after the dependency recovered."""
 
 _SYSTEM_CLOCK = SystemClock()
+_logger = logging.getLogger("resilience")
 _current_task = current_task
 _running_loop = running_loop
 _get_ident = threading.get_ident
 _heappush = heapq.heappush
 _heappop = heapq.heappop
 _new_request = object.__new__
-
-
-def _invalid(parameter: str, value: object, expected: str) -> ValueError:
-    return ValueError(f"{parameter} must be {expected}, got {value!r}")
-
-
-def _wrong(parameter: str, value: object, expected: str) -> TypeError:
-    return TypeError(f"{parameter} must be {expected}, got {value!r}")
 
 
 class ResilienceMiddleware:
@@ -95,6 +87,15 @@ class ResilienceMiddleware:
       :class:`ServerErrorResponse`; by default only 500, see
       :data:`DEFAULT_FAILURE_STATUSES`) count as failures (subject to the
       breaker's ``record`` and ``ignore``).
+    - ``rate_limit``: a :class:`~resilience.RateLimiter` applied first, per
+      client: its ``key`` receives the ASGI scope (without one, the key is
+      the client's IP address, without the port). A refused request is
+      answered ``429 Too Many Requests`` at once with ``Retry-After`` (whole
+      seconds, rounded up), takes no permit and never reaches the breaker.
+      Responses carry the ``RateLimit-Policy`` and ``RateLimit`` fields of
+      draft-ietf-httpapi-ratelimit-headers-11 (admitted ones only with
+      ``rate_limit_headers``, the default). A key function that raises is
+      answered 500, and logged.
     - ``policies``: your own policies (guards, flows or any
       :class:`~resilience.Policy`), run for each request outside the
       bulkhead, under the request's budget.
@@ -126,6 +127,7 @@ class ResilienceMiddleware:
             max_concurrent=64,
             timeout=10.0,
             exclude_paths=("/healthz",),
+            rate_limit=RateLimiter(10, per=1.0, burst=20, name="per-client"),
             name="web",
         )
 
@@ -134,6 +136,7 @@ class ResilienceMiddleware:
     """
 
     __slots__ = (
+        "_answers",
         "_breaker",
         "_bulkhead",
         "_cache",
@@ -141,13 +144,10 @@ class ResilienceMiddleware:
         "_exclude",
         "_exclude_methods",
         "_header",
-        "_open_response",
-        "_retry_after",
+        "_limit",
         "_run",
         "_seconds",
-        "_shed_response",
         "_timeout",
-        "_timeout_response",
         "_use_clock",
         "app",
     )
@@ -162,6 +162,8 @@ class ResilienceMiddleware:
         breaker: CircuitBreaker | None = None,
         failure_statuses: Collection[int] = DEFAULT_FAILURE_STATUSES,
         policies: Sequence[Policy] = (),
+        rate_limit: RateLimiter | None = None,
+        rate_limit_headers: bool = True,
         exclude_paths: Iterable[str] = (),
         exclude_methods: Iterable[str] = (),
         retry_after: int = 1,
@@ -171,7 +173,7 @@ class ResilienceMiddleware:
         clock: Clock | None = None,
     ) -> None:
         if not callable(app):
-            raise _wrong("app", app, "an ASGI application (a callable)")
+            raise wrong("app", app, "an ASGI application (a callable)")
         if max_concurrent is not None:
             check_count("max_concurrent", max_concurrent, 1)
         check_count("max_waiting", max_waiting, 0)
@@ -179,56 +181,33 @@ class ResilienceMiddleware:
             raise ValueError(f"max_waiting={max_waiting!r} needs max_concurrent, got None")
         timeout = check_optional_seconds("timeout", timeout)
         if breaker is not None and not isinstance(breaker, CircuitBreaker):
-            raise _wrong("breaker", breaker, "a CircuitBreaker or None")
-        if isinstance(failure_statuses, str | bytes) or not all(
-            isinstance(s, int) and not isinstance(s, bool) for s in failure_statuses
-        ):
-            raise _wrong("failure_statuses", failure_statuses, "a collection of HTTP statuses")
-        if not all(100 <= s <= 599 for s in failure_statuses):
-            raise _invalid("failure_statuses", failure_statuses, "HTTP statuses (100 to 599)")
-        failures = frozenset(failure_statuses)
+            raise wrong("breaker", breaker, "a CircuitBreaker or None")
+        failures = statuses("failure_statuses", failure_statuses)
         if isinstance(policies, Policy) or not all(isinstance(p, Policy) for p in policies):
-            raise _wrong("policies", policies, "a sequence of Policy instances")
-        if isinstance(exclude_paths, str | bytes):
-            # A lone "/health" would otherwise become the prefixes "/", "h", ...
-            raise _wrong("exclude_paths", exclude_paths, "a collection of path prefixes")
-        exclude = tuple(exclude_paths)
-        if not all(isinstance(prefix, str) for prefix in exclude):
-            raise _wrong("exclude_paths", exclude_paths, "a collection of path prefixes (str)")
-        if not all(prefix.startswith("/") for prefix in exclude):
-            raise _invalid("exclude_paths", exclude_paths, "path prefixes starting with '/'")
-        if isinstance(exclude_methods, str | bytes) or not all(
-            isinstance(method, str) for method in exclude_methods
-        ):
-            raise _wrong("exclude_methods", exclude_methods, "a collection of HTTP methods (str)")
-        methods = frozenset(exclude_methods)
-        if not all(method.isalpha() and method.isupper() for method in methods):
-            raise _invalid("exclude_methods", exclude_methods, "upper-case HTTP methods")
+            raise wrong("policies", policies, "a sequence of Policy instances")
+        if rate_limit is not None and not isinstance(rate_limit, RateLimiter):
+            raise wrong("rate_limit", rate_limit, "a RateLimiter or None")
+        if not isinstance(rate_limit_headers, bool):
+            raise wrong("rate_limit_headers", rate_limit_headers, "a bool")
+        exclude = prefixes("exclude_paths", exclude_paths)
+        excluded_methods = methods("exclude_methods", exclude_methods)
         check_count("retry_after", retry_after, 0)
         header = None
         if deadline_header is not None:
-            if not isinstance(deadline_header, str):
-                raise _wrong("deadline_header", deadline_header, "a header name (str) or None")
-            if (
-                not deadline_header
-                or not deadline_header.isascii()
-                or any(c in deadline_header for c in ' \t:()<>@,;"/[]?={}')
-            ):
-                raise _invalid("deadline_header", deadline_header, "a header name or None")
+            header = header_name("deadline_header", deadline_header)
             if timeout is None:
                 raise ValueError(f"deadline_header={deadline_header!r} needs timeout, got None")
-            header = deadline_header.lower().encode()
         if not isinstance(json_errors, bool):
-            raise _wrong("json_errors", json_errors, "a bool")
+            raise wrong("json_errors", json_errors, "a bool")
         if name is not None and not isinstance(name, str):
-            raise _wrong("name", name, "a string or None")
+            raise wrong("name", name, "a string or None")
         if name == "":
-            raise _invalid("name", name, "a non-empty string or None")
+            raise invalid("name", name, "a non-empty string or None")
         use_clock = clock is not None and not isinstance(clock, SystemClock)
         if clock is not None and not isinstance(clock, Clock):
-            raise _wrong("clock", clock, "a clock (now(), sleep(), sleep_sync()) or None")
+            raise wrong("clock", clock, "a clock (now(), sleep(), sleep_sync()) or None")
         if use_clock and timeout is not None and not callable(getattr(clock, "call_at", None)):
-            raise _wrong("clock", clock, "a clock with call_at(when, callback) to drive timeout")
+            raise wrong("clock", clock, "a clock with call_at(when, callback) to drive timeout")
 
         self.app = app
         self._bulkhead = (
@@ -238,21 +217,20 @@ class ResilienceMiddleware:
         )
         self._timeout = None if timeout is None else Timeout(timeout, name=name, clock=clock)
         self._breaker = breaker
-        # The chain each request runs, compiled once: policies, bulkhead,
-        # breaker, then the app, entered by the innermost guard.
+        self._limit = None if rate_limit is None else RequestLimit(rate_limit, rate_limit_headers)
+        # The chain each request runs, compiled once: the rate limit (a
+        # refusal takes nothing else), policies, bulkhead, breaker, then the
+        # app, entered by the innermost guard.
         entry = Entry(self._timeout, breaker, failures)
-        chain = [*policies, self._bulkhead, breaker, entry]
+        chain = [self._limit, *policies, self._bulkhead, breaker, entry]
         self._run = Plan([p for p in chain if p is not None]).decorate(app, sync=False, arity=3)
         self._seconds: float | None = None if timeout is None else float(timeout)
         self._exclude = exclude
-        self._exclude_methods = methods
+        self._exclude_methods = excluded_methods
         self._header = header
         self._clock: Clock = clock if clock is not None else _SYSTEM_CLOCK
         self._use_clock = use_clock
-        self._retry_after = retry_after
-        self._shed_response = error_response(503, "Service Unavailable", json_errors, retry_after)
-        self._open_response = error_response(503, "Service Unavailable", json_errors, None)
-        self._timeout_response = error_response(504, "Gateway Timeout", json_errors, None)
+        self._answers = Answers(json_errors, retry_after)
         # (thread id, loop, timers): per event loop, never per request.
         self._cache: tuple[int, Any, Any] = (-1, None, None)
 
@@ -264,6 +242,11 @@ class ResilienceMiddleware:
     @property
     def breaker(self) -> CircuitBreaker | None:
         return self._breaker
+
+    @property
+    def rate_limit(self) -> RateLimiter | None:
+        """The rate limit (None without ``rate_limit``)."""
+        return None if self._limit is None else self._limit.limiter
 
     @property
     def timeout(self) -> Timeout | None:
@@ -284,6 +267,7 @@ class ResilienceMiddleware:
         request.downstream = send
         request.mode = _UNTIMED
         request.state = _QUEUED
+        request.limit = None
         seconds = self._seconds
         if seconds is None:
             try:
@@ -292,7 +276,7 @@ class ResilienceMiddleware:
             except BaseException as exc:
                 outcome = self._outcome(request, exc)
             if outcome:
-                await self._answer(outcome, request, scope, send)
+                await self._answers.send(outcome, request, scope, send)
             return
         if self._header is not None:
             seconds = self._header_budget(scope, seconds)
@@ -304,7 +288,7 @@ class ResilienceMiddleware:
             if loop is None or (task := _current_task(loop)) is None:
                 outcome = await self._call_scoped(request, scope, receive)
                 if outcome:
-                    await self._answer(outcome, request, scope, send)
+                    await self._answers.send(outcome, request, scope, send)
                 return
             self._cache = cached = (_get_ident(), loop, Timers(loop, self._clock))
         # asyncio: an entry in a heap with one timer per loop for all of this
@@ -354,7 +338,7 @@ class ResilienceMiddleware:
             task.uncancel()
             outcome = self._swallowed(request)
         if outcome:
-            await self._answer(outcome, request, scope, send)
+            await self._answers.send(outcome, request, scope, send)
 
     async def _call_scoped(self, request: Request, scope: Scope, receive: Receive) -> int:
         """trio, or asyncio outside a task: a cancel scope."""
@@ -420,6 +404,16 @@ class ResilienceMiddleware:
             if isinstance(exc, CircuitOpenError):
                 request.retry_after = exc.retry_after
                 return _OPEN
+            if isinstance(exc, RateLimitedError):
+                request.retry_after = exc.retry_after
+                # Whose refusal: ours has the RateLimit fields, one among
+                # `policies` only a Retry-After.
+                limit = self._limit
+                request.limit = limit if limit and exc.name == limit.limiter.name else None
+                return _LIMITED
+            if isinstance(exc, KeyFailed):
+                _logger.error("%s raised: answered 500", exc, exc_info=exc.__cause__)
+                return _FAILED
         raise exc
 
     def _timed_out(self, budget: float) -> ResilienceTimeoutError:
@@ -455,20 +449,6 @@ class ResilienceMiddleware:
                 # NaN fails both comparisons; inf and <= 0 are ignored too.
                 return asked if 0 < asked < seconds else seconds
         return seconds
-
-    async def _answer(self, outcome: int, request: Request, scope: Scope, send: Send) -> None:
-        if outcome == _SHED:
-            start, body, empty = self._shed_response
-        elif outcome == _OPEN:
-            start, body, empty = self._open_response
-            # When the breaker will let a trial through; forced open: the default.
-            wait = request.retry_after
-            seconds = self._retry_after if wait is None else max(1, math.ceil(wait))
-            start = {**start, "headers": [*start["headers"], (b"retry-after", b"%d" % seconds)]}
-        else:
-            start, body, empty = self._timeout_response
-        await send(start)
-        await send(empty if scope.get("method") == "HEAD" else body)
 
     def __repr__(self) -> str:
         return f"<ResilienceMiddleware app={self.app!r}>"

@@ -11,7 +11,7 @@ from resilience import Deadline
 from resilience.errors import TimeoutError as ResilienceTimeoutError
 from resilience.lowlevel import deadline_var
 
-__all__ = ["Message", "Request", "Send", "ServerErrorResponse", "error_response"]
+__all__ = ["Message", "Request", "Send", "ServerErrorResponse"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,11 +26,6 @@ _UNTIMED: Final = 0
 _TASK: Final = 1  # asyncio: the shared timer heap (on the clock) cancels the task
 _SCOPE: Final = 2  # trio (or asyncio outside a task): a cancel scope's deadline
 _CLOCK: Final = 3  # trio with a clock that has call_at (FakeClock): its timer cancels a scope
-
-# Outcomes that the middleware answers itself.
-_SHED: Final = 1
-_OPEN: Final = 2
-_TIMED_OUT: Final = 3
 
 # How far a request got (_Request.state).
 _QUEUED: Final = 0
@@ -66,24 +61,6 @@ class ServerErrorResponse(Exception):
         self.status = status
 
 
-def error_response(
-    status: int, reason: str, json: bool, retry_after: int | None
-) -> tuple[Message, Message, Message]:
-    """The start message and body message (and HEAD's empty body) of a
-    fixed error response: built once, sent as is."""
-    if json:
-        body = b'{"detail":"' + reason.encode() + b'"}'
-        content_type = b"application/json"
-    else:
-        body = reason.encode()
-        content_type = b"text/plain; charset=utf-8"
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
-    if retry_after is not None:
-        headers.append((b"retry-after", str(retry_after).encode()))
-    start = {"type": "http.response.start", "status": status, "headers": headers}
-    return start, {"type": "http.response.body", "body": body}, {"type": "http.response.body"}
-
-
 class Request(Deadline):
     """One request's state, and the deadline in force while it is handled
     (published in the context variable; ``at`` moves on as the response
@@ -96,9 +73,11 @@ class Request(Deadline):
     __slots__ = (
         "budget",
         "cancelling",
+        "cell",
         "downstream",
         "error",
         "fired",
+        "limit",
         "mode",
         "now",
         "retry_after",
@@ -112,8 +91,10 @@ class Request(Deadline):
 
     budget: float
     cancelling: int
+    cell: Any  # the rate limit's cell for this request's key (with ``limit``)
     downstream: Send
     fired: bool
+    limit: Any  # the middleware's RequestLimit, to stamp the response; or None
     mode: int
     now: Callable[[], float]  # the timer's clock (modes _TASK and _SCOPE)
     retry_after: float | None
@@ -126,8 +107,8 @@ class Request(Deadline):
     trailers: bool
 
     # Built by ResilienceMiddleware.__call__, which sets only what every
-    # request reads (clock, downstream, mode, state); the rest is set where
-    # it is known.
+    # request reads (clock, downstream, limit, mode, state); the rest is set
+    # where it is known.
 
     def send(self, message: Message) -> Awaitable[None]:
         """The ``send`` the application sees: notes how far the response has
@@ -154,6 +135,8 @@ class Request(Deadline):
             self.state = _STARTED
             self.status = message["status"]
             self.trailers = message.get("trailers", False)
+            if self.limit is not None:
+                message = self.limit.stamp(message, self.cell)
         elif state == _LATE:
             return _dropped()
         mode = self.mode

@@ -1,0 +1,158 @@
+"""The middleware's rate limit: a guard keyed by the request, and the
+``RateLimit-Policy`` / ``RateLimit`` response fields.
+
+The fields are those of draft-ietf-httpapi-ratelimit-headers-11 (May 2026):
+
+- ``RateLimit-Policy: "<name>";q=<quota>;w=<window>``: the limiter's long-run
+  allowance, ``q`` requests per ``w`` whole seconds. ``w`` is the smallest
+  whole number of seconds, from ``ceil(per)`` up, in which ``rate`` comes to
+  a whole number of requests, and ``q`` is that number (rounded down when
+  there is none within ten windows): ``RateLimiter(100, per=60)`` is
+  ``q=100;w=60``, ``RateLimiter(2.5)`` is ``q=5;w=2``.
+- ``RateLimit: "<name>";r=<remaining>;t=<seconds>``: ``r`` requests could
+  pass at once now (at most ``burst``: a rested client may send a burst),
+  and within ``t`` seconds (rounded up) no more than ``r`` can; ``t`` is left
+  out when the limit is fully rested. A refusal says ``r=0`` and ``t`` equal
+  to its ``Retry-After``, as the draft asks (``Retry-After`` not before the
+  end of the effective window).
+
+A request costing ``cost`` slots counts as one request of the quota unit
+"requests" (``q``, ``r`` and ``t`` are in calls, not slots). No partition key
+(``pk``) is sent: the key is the client's address or credential.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+from resilience import RateLimiter
+from resilience.lowlevel import WAIT, Inline
+
+if TYPE_CHECKING:
+    from ._request import Message, Request, Scope
+
+__all__ = ["KeyFailed", "RequestLimit", "client_address"]
+
+# Whole seconds, rounded up, forgiving the float rounding of a whole number.
+_ROUNDING = 1e-9
+
+
+def client_address(scope: Scope) -> Hashable:
+    """The default key: the client's IP address, without its port (None
+    when the server does not say, as over a Unix socket: one shared limit)."""
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+class KeyFailed(Exception):
+    """The key function raised: the request is answered 500, and the cause
+    logged, never sent."""
+
+
+def _sf_string(text: str) -> bytes:
+    """``text`` as a structured-field String (RFC 9651): quoted, with ``"``
+    and ``\\`` escaped; characters outside printable ASCII become ``?``."""
+    safe = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return b'"' + safe.replace("\\", "\\\\").replace('"', '\\"').encode() + b'"'
+
+
+def _window(rate: float, per: float, cost: int) -> tuple[int, int]:
+    """``(q, w)``: whole requests per whole seconds (see the module docstring)."""
+    first = max(1, math.ceil(per - _ROUNDING))
+    for window in range(first, 10 * first + 1):
+        calls = rate * window / per / cost
+        if abs(calls - round(calls)) < 1e-9 and round(calls) >= 1:
+            return round(calls), window
+    return max(0, math.floor(rate * first / per / cost)), first
+
+
+def whole_seconds(seconds: float) -> int:
+    """Seconds rounded up to a whole number (``Retry-After``, ``t``)."""
+    return max(0, math.ceil(seconds - _ROUNDING))
+
+
+class RequestLimit:
+    """The outermost guard of the middleware's chain: the request's key
+    (``key(scope)``) picks its limit in the limiter's table.
+
+    The ticket is the key's cell. With ``headers``, the request keeps it, and
+    its response start gets the two fields (see :meth:`stamp`).
+    """
+
+    __slots__ = ("headers", "item", "key", "limiter", "policy")
+
+    _internal = True  # the limiter's own counters and events report it
+    _sync_unsupported = "an ASGI application is async"
+
+    admit: Callable[[], object]
+    settle: Callable[[object, BaseException | None, object], BaseException | None]
+
+    def __init__(self, limiter: RateLimiter, headers: bool) -> None:
+        self.limiter = limiter
+        self.key: Callable[[Scope], Hashable] = (
+            limiter._key if limiter._key is not None else client_address
+        )
+        self.headers = headers
+        self.item = _sf_string(limiter.name)
+        q, w = _window(limiter.rate, limiter.per, limiter._cost)
+        self.policy = (b"ratelimit-policy", b"%s;q=%d;w=%d" % (self.item, q, w))
+
+    def take(self, scope: Scope, request: Request) -> object:
+        """Admit the request (its cell), ask to wait (WAIT), or refuse."""
+        try:
+            key = self.key(scope)
+        except Exception as exc:
+            raise KeyFailed(f"the key function of RateLimiter {self.limiter.name!r}") from exc
+        ticket = self.limiter._take_key(key)
+        if self.headers:
+            request.limit = self
+            request.cell = self.limiter._reserved_cell() if ticket is WAIT else ticket
+        return ticket
+
+    async def wait(self) -> object:
+        return await self.limiter.wait()
+
+    def wait_sync(self) -> object:  # pragma: no cover - never run sync
+        return self.limiter.wait_sync()
+
+    def stamp(self, message: Message, cell: Any) -> Message:
+        """The response start with the two fields added (a copy: the app's
+        own message and header list are left as they were)."""
+        calls, seconds = self.limiter._quota_of(cell)
+        if seconds == math.inf:
+            state = b"%s;r=%d" % (self.item, calls)
+        else:
+            state = b"%s;r=%d;t=%d" % (self.item, calls, whole_seconds(seconds))
+        return {
+            **message,
+            "headers": [*message.get("headers", ()), self.policy, (b"ratelimit", state)],
+        }
+
+    def refusal_headers(self, retry_after: int) -> list[tuple[bytes, bytes]]:
+        """``Retry-After`` and the two fields of a 429."""
+        return [
+            (b"retry-after", b"%d" % retry_after),
+            self.policy,
+            (b"ratelimit", b"%s;r=0;t=%d" % (self.item, retry_after)),
+        ]
+
+    def _outside(self) -> object:
+        raise RuntimeError("the middleware's rate limit runs only inside its own chain")
+
+
+_SOURCE = Inline(
+    # The app is called with (scope, receive, request.send).
+    admit="""
+        {t} = {g}.take({args}[0], {args}[2].__self__)
+        {wait}
+    """,
+    settle="""
+        pass
+    """,
+)
+RequestLimit._inline_source = _SOURCE  # type: ignore[attr-defined]
+RequestLimit.admit = RequestLimit._outside  # type: ignore[assignment]
+_SOURCE.methods["admit"] = RequestLimit._outside
+RequestLimit.settle = _SOURCE.method("settle", "Nothing to give back: a slot is used once taken.")
