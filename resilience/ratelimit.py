@@ -250,7 +250,12 @@ class RateLimiter(Policy):
         if max_wait:
             max_wait = self._within_deadline(max_wait)
         table = self._table
-        with self._lock:  # the key table changes: threads or not, never torn
+        if self._shared:
+            with self._lock:
+                now = self._now()
+                cell = table.cell_for(key, now)
+                decision = table.decide(cell, now, self._cost, max_wait)
+        else:
             now = self._now()
             cell = table.cell_for(key, now)
             decision = table.decide(cell, now, self._cost, max_wait)
@@ -297,11 +302,9 @@ class RateLimiter(Policy):
         """
         table = self._table
         cell = table.cell if self._key is None else table.peek(key)
-        return self._quota_of(cell if cell is not None else RateCell())
-
-    def _quota_of(self, cell: RateCell) -> tuple[int, float]:
-        """:meth:`quota` for a cell (a ticket of :meth:`_take_key`)."""
-        return self._table.available(cell, self._now(), self._cost)
+        if cell is None:  # never seen, or forgotten: fully rested
+            cell = RateCell()
+        return table.available(cell, self._now(), self._cost)
 
     def _threads(self) -> None:
         """A sync runner was compiled with this limiter: take the lock from now on."""

@@ -230,3 +230,34 @@ async def test_under_uvicorn_the_fields_and_the_429_reach_a_real_client() -> Non
     # moments the requests took: 30 s once rounded up.
     assert (state, retry_after) == ('"e2e";r=0;t=30', "30")
     assert responses[2].headers["content-type"].startswith("text/plain")
+
+
+async def test_a_real_429_pushes_the_clients_limit_back_so_it_stops_sending() -> None:
+    from resilience.contrib.httpx import AsyncResilientTransport, HTTPRateLimitedError
+
+    # The server: one request per 30 s per client, answered by uvicorn.
+    app = App()
+    limited = ResilienceMiddleware(app, rate_limit=RateLimiter(1, per=30, name="upstream"))
+    arrived: list[str] = []
+
+    async def server(scope: Scope, receive: Receive, send: Send) -> None:
+        arrived.append(scope["path"])
+        await limited(scope, receive, send)
+
+    clock = FakeClock()
+    client_limit = RateLimiter(100, name="quota", clock=clock)
+    with serve(server) as url:
+        transport = AsyncResilientTransport(rate_limit=client_limit, per_host=False)
+        async with httpx.AsyncClient(transport=transport, base_url=url, timeout=5) as c:
+            with anyio.fail_after(5):
+                assert (await c.get("/")).status_code == 200
+                refused = await c.get("/")
+                assert (refused.status_code, refused.headers["retry-after"]) == (429, "30")
+                # Retry-After: 30 pushed the client's own limit back: the next
+                # request is refused here and never sent.
+                with pytest.raises(HTTPRateLimitedError) as local:
+                    await c.get("/")
+    assert local.value.retry_after == pytest.approx(30.0, abs=0.01)
+    assert arrived == ["/", "/"]  # the third never reached the server
+    assert app.calls == 1
+    assert client_limit.stats.rejected == 1

@@ -37,6 +37,10 @@ __all__ = ["KeyFailed", "RequestLimit", "client_address"]
 
 # Whole seconds, rounded up, forgiving the float rounding of a whole number.
 _ROUNDING = 1e-9
+_INF = math.inf
+_ceil = math.ceil
+# The RateLimit field values kept made (per middleware).
+_STATES = 4096
 
 
 def client_address(scope: Scope) -> Hashable:
@@ -81,7 +85,17 @@ class RequestLimit:
     its response start gets the two fields (see :meth:`stamp`).
     """
 
-    __slots__ = ("headers", "item", "key", "limiter", "policy")
+    __slots__ = (
+        "available",
+        "cost",
+        "headers",
+        "item",
+        "key",
+        "limiter",
+        "now",
+        "policy",
+        "states",
+    )
 
     _internal = True  # the limiter's own counters and events report it
     _sync_unsupported = "an ASGI application is async"
@@ -98,6 +112,11 @@ class RequestLimit:
         self.item = _sf_string(limiter.name)
         q, w = _window(limiter.rate, limiter.per, limiter._cost)
         self.policy = (b"ratelimit-policy", b"%s;q=%d;w=%d" % (self.item, q, w))
+        # What stamp() reads per response, bound once.
+        self.available = limiter._table.available
+        self.now = limiter._now
+        self.cost = limiter._cost
+        self.states: dict[tuple[int, float], tuple[bytes, bytes]] = {}
 
     def take(self, scope: Scope, request: Request) -> object:
         """Admit the request (its cell), ask to wait (WAIT), or refuse."""
@@ -120,15 +139,25 @@ class RequestLimit:
     def stamp(self, message: Message, cell: Any) -> Message:
         """The response start with the two fields added (a copy: the app's
         own message and header list are left as they were)."""
-        calls, seconds = self.limiter._quota_of(cell)
-        if seconds == math.inf:
-            state = b"%s;r=%d" % (self.item, calls)
+        calls, seconds = self.available(cell, self.now(), self.cost)
+        state = (calls, seconds if seconds == _INF else _ceil(seconds - _ROUNDING))
+        field = self.states.get(state)
+        if field is None:
+            field = self._state(state)
+        return {**message, "headers": [*message.get("headers", ()), self.policy, field]}
+
+    def _state(self, state: tuple[int, float]) -> tuple[bytes, bytes]:
+        """The ``RateLimit`` field for (calls, whole seconds): made once each
+        (a client sees few distinct ones)."""
+        calls, seconds = state
+        if seconds == _INF:
+            value = b"%s;r=%d" % (self.item, calls)
         else:
-            state = b"%s;r=%d;t=%d" % (self.item, calls, whole_seconds(seconds))
-        return {
-            **message,
-            "headers": [*message.get("headers", ()), self.policy, (b"ratelimit", state)],
-        }
+            value = b"%s;r=%d;t=%d" % (self.item, calls, max(0, int(seconds)))
+        if len(self.states) >= _STATES:
+            self.states.clear()
+        field = self.states[state] = (b"ratelimit", value)
+        return field
 
     def refusal_headers(self, retry_after: int) -> list[tuple[bytes, bytes]]:
         """``Retry-After`` and the two fields of a 429."""
