@@ -62,8 +62,9 @@ Method:
   and the four-policy stack are all over the bare ``await f()``, and so are
   the unkeyed rate limiter rows; the keyed ones are over
   ``ratelimit.baseline.keyed`` (``await h(key)``, 100 keys in turn). The
-  ``limits`` moving window keeps one entry per hit of the last second, so
-  its per-call count grows with N and is an underestimate at N of a batch;
+  ``limits`` moving window puts each hit at the front of a list that holds
+  every hit of the last second, so its per-call count grows with N (and
+  the wall-clock rows, with the batch's length);
 - targets (``TARGETS``) bound a row's extra over its baseline; the report
   ends with one line per measured row that has one, "met" when its extra is
   at most the target and "missed" otherwise (the JSON has ``target`` and

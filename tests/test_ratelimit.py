@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import threading
 
 import anyio
@@ -166,6 +167,36 @@ def test_threads_never_get_more_than_the_limit() -> None:
     for thread in threads:
         thread.join()
     assert len(admitted) == 100  # the burst, no more: the clock never moved
+
+
+def test_threads_never_get_more_than_each_keys_limit() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(50, per=1.0, key=lambda user: user, clock=clock)
+    admitted: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def work(user: int) -> None:
+        with lock:
+            admitted[user] = admitted.get(user, 0) + 1
+
+    def worker(offset: int) -> None:
+        for n in range(400):
+            try:
+                limiter.call_sync(work, (n + offset) % 4)
+            except RateLimitedError:
+                pass
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert admitted == {0: 50, 1: 50, 2: 50, 3: 50}  # each key's burst, no more
 
 
 @pytest.mark.parametrize(
