@@ -1,4 +1,5 @@
-"""Rate limiting: a burst, computed waits, a refusal with retry_after, per-user limits.
+"""Rate limiting: a burst, computed waits, a refusal with retry_after, per-user
+limits, and an httpx client that keeps to an API's quota.
 
 Every limiter runs on a fake clock (resilience.testing.FakeClock): nothing
 waits for real, and the times printed are the fake clock's seconds.
@@ -10,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
 from resilience import RateLimitedError, RateLimiter, RateLimiterStatistics
+from resilience.contrib.httpx import AsyncResilientTransport, HTTPRateLimitedError
 from resilience.events import Event, RateLimitRejected, RateLimitWaited
 from resilience.testing import FakeClock
 
@@ -96,10 +100,48 @@ async def per_user() -> None:
     assert limiter.stats.rejected == 1
 
 
+async def api_quota() -> None:
+    clock = FakeClock()
+    # The API allows 2 requests a second; our client keeps to it, waiting up
+    # to 1 s for a slot rather than being refused by the server.
+    sent_at: list[float] = []
+    busy = {"left": 1}  # the server will once say "429, come back in 20 s"
+
+    def api(request: httpx.Request) -> httpx.Response:
+        sent_at.append(clock.now())
+        if len(sent_at) == 4 and busy["left"]:
+            busy["left"] -= 1
+            return httpx.Response(429, headers={"Retry-After": "20"})
+        return httpx.Response(200, json={"item": request.url.path})
+
+    quota = RateLimiter(2, per=1.0, max_wait=1.0, name="api", clock=clock)
+    transport = AsyncResilientTransport(httpx.MockTransport(api), rate_limit=quota)
+    async with httpx.AsyncClient(transport=transport, base_url="https://api.example") as client:
+        for n in range(4):
+            assert (await client.get(f"/items/{n}")).status_code in (200, 429)
+        print(f"httpx: 4 requests sent at {sent_at} (fake seconds), paced by the quota")
+        assert sent_at == [0.0, 0.0, 0.5, 1.0]
+        # The 4th was answered 429 with Retry-After: 20, which pushed the
+        # host's limit back: the client now refuses at once, sending nothing.
+        retry_after = None
+        try:
+            await client.get("/items/4")
+        except HTTPRateLimitedError as exc:
+            retry_after = exc.retry_after
+        assert retry_after is not None, "the 429's Retry-After did not push the limit back"
+        assert abs(retry_after - 20.0) < 0.01
+        print(f"httpx: after the 429, refused locally (retry in {retry_after:g}s)")
+        clock.advance(20.0)
+        assert (await client.get("/items/5")).status_code == 200
+    print(f"httpx: sent again at t={sent_at[-1]:g}; {len(sent_at)} requests reached the API")
+    assert len(sent_at) == 5
+
+
 async def main() -> None:
     await burst_then_waits()
     await refusal()
     await per_user()
+    await api_quota()
     print("ratelimit: every check passed")
 
 
