@@ -48,7 +48,9 @@ def remove_observer(observer: CallObserver) -> None:
     """
     global _observers
     with _observers_lock:
-        _observers = tuple(o for o in _observers if o is not observer)
+        # Equality, not identity: each `obj.method` is a new bound method,
+        # equal to the one that was added.
+        _observers = tuple(o for o in _observers if o != observer)
 
 
 def _notify(policy: Any, error: BaseException | None, seconds: float) -> None:

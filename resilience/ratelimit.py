@@ -93,6 +93,7 @@ class RateLimiter(Policy):
         "_max_wait",
         "_now",
         "_pending",
+        "_plain",
         "_rejected",
         "_shared",
         "_table",
@@ -157,6 +158,7 @@ class RateLimiter(Policy):
         self._lock = threading.Lock()
         # Without a lock until threads may use it (a sync runner compiled with it).
         self._shared = False
+        self._plain = key is None and not max_wait
         self._admitted = self._waited = self._rejected = 0
         self._wait_seconds = 0.0
 
@@ -309,6 +311,7 @@ class RateLimiter(Policy):
     def _threads(self) -> None:
         """A sync runner was compiled with this limiter: take the lock from now on."""
         self._shared = True
+        self._plain = False
 
     def _reserved(self) -> tuple[RateCell, float, float]:
         pending = self._pending
@@ -354,9 +357,16 @@ class RateLimiter(Policy):
 
 _INLINE = Inline(
     # The key function sees the call's arguments: a plan passes them.
+    # The common case first: unkeyed, never waiting, no threads, admitted.
+    # Anything else, a refusal included, is decided again by _take (a
+    # refusal leaves the limit as it was).
     admit="""
-        {t} = {g}._take({args}, {kwargs})
-        {wait}
+        if {g}._plain and {g}._table.decide({g}._cell, {g}._now(), {g}._cost, 0.0) == 0.0:
+            {g}._admitted += 1
+            {t} = True
+        else:
+            {t} = {g}._take({args}, {kwargs})
+            {wait}
     """,
     settle="""
         pass

@@ -38,6 +38,17 @@ EXPECTED = {
         "per user: ann posted again at t=30; 2 keys held",
         "ratelimit: every check passed",
     ),
+    "ratelimit_asgi.py": (
+        "per client: 203.0.113.7 GET /items -> 429 Retry-After: 20, "
+        'RateLimit-Policy: "per-client";q=3;w=60, RateLimit: "per-client";r=0;t=20',
+        "per client: 198.51.100.4 GET /items -> 200 "
+        'RateLimit-Policy: "per-client";q=3;w=60, RateLimit: "per-client";r=2;t=20',
+        "per client: 203.0.113.7 GET /health x5 -> 200, no RateLimit fields",
+        "per key: k-1 from 198.51.100.4 GET /items -> 429 Retry-After: 30",
+        'per key: the 429\'s body: {"detail":"Too Many Requests"}',
+        "per key: no key from 203.0.113.7, 198.51.100.4, 203.0.113.7 -> [200, 200, 429]",
+        "ratelimit_asgi: every check passed",
+    ),
 }
 # --check: the demo also fails unless its breaker opened and closed again.
 ARGS = {"demo.py": ["--duration", "2", "--clients", "5", "--check"]}

@@ -1422,3 +1422,17 @@ async def test_the_same_chain_runs_async(chain: str) -> None:
     plan = Plan(CHAINS_WITH_A_TIMEOUT[chain](ledger))
     assert await plan.runner()(ok, "fine") == "fine"
     assert (ledger.issued, ledger.outstanding) == (1, set())
+
+
+def test_an_observer_added_as_a_bound_method_is_removed_by_an_equal_one() -> None:
+    from resilience import _observe
+
+    class Watcher:
+        def seen(self, policy: object, error: BaseException | None, seconds: float) -> None:
+            pass
+
+    watcher = Watcher()
+    before = _observe._observers
+    add_observer(watcher.seen)
+    remove_observer(watcher.seen)  # a new bound method object, equal to the first
+    assert _observe._observers == before
