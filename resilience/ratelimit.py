@@ -21,6 +21,8 @@ from .policy import Policy
 
 __all__ = ["RateLimiter", "RateLimiterStatistics"]
 
+_NO_KEY: Any = object()
+
 
 @dataclass(frozen=True, slots=True)
 class RateLimiterStatistics:
@@ -291,20 +293,30 @@ class RateLimiter(Policy):
         assert reservation is not None
         return reservation[0]
 
-    def quota(self, key: Hashable = None) -> tuple[int, float]:
-        """The calls that could pass at once now (for ``key``, on a keyed
-        limiter), and the seconds until one more could (``math.inf`` when the
-        limit is fully rested): what the ASGI middleware's ``RateLimit``
-        header tells clients. Reading it takes nothing.
+    def quota(self, key: Hashable = _NO_KEY) -> tuple[int, float]:
+        """The calls that could pass at once now, and the seconds until one
+        more could (``math.inf`` when the limit is fully rested): what the
+        ASGI middleware's ``RateLimit`` header tells clients. Reading it
+        takes nothing.
+
+        Give ``key`` for one key's limit: on a keyed limiter, and on one the
+        ASGI middleware keys by client address. A key it does not hold (never
+        seen, or forgotten) is fully rested.
 
         Example::
 
             calls, seconds = limiter.quota()
             print(f"{calls} now, one more in {seconds:.2f} s")
+            per_client.quota("203.0.113.7")
         """
         table = self._table
-        cell = table.cell if self._key is None else table.peek(key)
-        if cell is None:  # never seen, or forgotten: fully rested
+        if key is _NO_KEY:
+            if self._key is not None:
+                raise TypeError(f"RateLimiter {self._name!r} is keyed: quota() needs the key")
+            cell: RateCell | None = table.cell
+        else:
+            cell = table.peek(key)
+        if cell is None:
             cell = RateCell()
         return table.available(cell, self._now(), self._cost)
 

@@ -4,6 +4,7 @@ RateLimit fields of draft-ietf-httpapi-ratelimit-headers-11."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -261,3 +262,24 @@ async def test_a_real_429_pushes_the_clients_limit_back_so_it_stops_sending() ->
     assert arrived == ["/", "/"]  # the third never reached the server
     assert app.calls == 1
     assert client_limit.stats.rejected == 1
+
+
+async def test_quota_reads_a_client_address_limit_of_a_limiter_without_a_key() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(2, per=10, clock=clock)
+    async with client(ResilienceMiddleware(App(), rate_limit=limiter), "203.0.113.7") as c:
+        await c.get("/")
+    assert limiter.quota("203.0.113.7") == (1, 5.0)
+    assert limiter.quota("198.51.100.4") == (2, math.inf)  # never seen: rested
+    assert limiter.quota() == (2, math.inf)  # the limiter's own, unkeyed limit: unused
+
+
+def test_quota_of_a_keyed_limiter_needs_the_key() -> None:
+    with pytest.raises(TypeError, match="needs the key"):
+        RateLimiter(1, key=lambda user: user).quota()
+
+
+def test_a_setting_that_is_not_a_collection_is_refused_naming_it() -> None:
+    for parameter in ("exclude_paths", "exclude_methods", "failure_statuses"):
+        with pytest.raises(TypeError, match=parameter):
+            ResilienceMiddleware(App(), **{parameter: 5})

@@ -17,8 +17,10 @@ def wrong(parameter: str, value: object, expected: str) -> TypeError:
 
 
 def statuses(parameter: str, value: Collection[int]) -> frozenset[int]:
-    if isinstance(value, str | bytes) or not all(
-        isinstance(s, int) and not isinstance(s, bool) for s in value
+    if (
+        isinstance(value, str | bytes)
+        or not isinstance(value, Iterable)
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in value)
     ):
         raise wrong(parameter, value, "a collection of HTTP statuses")
     if not all(100 <= s <= 599 for s in value):
@@ -27,7 +29,7 @@ def statuses(parameter: str, value: Collection[int]) -> frozenset[int]:
 
 
 def prefixes(parameter: str, value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str | bytes):
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
         # A lone "/health" would otherwise become the prefixes "/", "h", ...
         raise wrong(parameter, value, "a collection of path prefixes")
     found = tuple(value)
@@ -39,7 +41,11 @@ def prefixes(parameter: str, value: Iterable[str]) -> tuple[str, ...]:
 
 
 def methods(parameter: str, value: Iterable[str]) -> frozenset[str]:
-    if isinstance(value, str | bytes) or not all(isinstance(m, str) for m in value):
+    if (
+        isinstance(value, str | bytes)
+        or not isinstance(value, Iterable)
+        or not all(isinstance(m, str) for m in value)
+    ):
         raise wrong(parameter, value, "a collection of HTTP methods (str)")
     found = frozenset(value)
     if not all(method.isalpha() and method.isupper() for method in found):
