@@ -62,6 +62,9 @@ Method:
   and the four-policy stack are all over the bare ``await f()``, and so are
   the unkeyed rate limiter rows; the keyed ones are over
   ``ratelimit.baseline.keyed`` (``await h(key)``, 100 keys in turn). The
+  ``asgi.middleware.ratelimit`` rows are over ``asgi.middleware`` (the same
+  middleware without the limit), and slowapi and our middleware on a
+  Starlette app over ``starlette.app`` (the app alone). The
   ``limits`` moving window puts each hit at the front of a list that holds
   every hit of the last second, so its per-call count grows with N (and
   the wall-clock rows, with the batch's length);
@@ -134,6 +137,11 @@ CASES: tuple[tuple[str, str], ...] = (
     # except for the rows in BASELINES, which are the baselines of this report.
     ("asgi.bare", "cases_asgi"),
     ("asgi.middleware", "cases_asgi"),
+    ("asgi.middleware.ratelimit", "cases_asgi_ratelimit"),
+    ("asgi.middleware.ratelimit.noheaders", "cases_asgi_ratelimit"),
+    ("starlette.app", "cases_asgi_ratelimit"),
+    ("starlette.ours.ratelimit", "cases_asgi_ratelimit"),
+    ("starlette.slowapi", "cases_asgi_ratelimit"),
     ("httpx.plain", "cases_httpx"),
     ("httpx.transport", "cases_httpx"),
     ("httpx_retries.transport", "cases_httpx"),
@@ -160,11 +168,16 @@ CASES: tuple[tuple[str, str], ...] = (
     ("ratelimit.pyrate.gcra.keyed", "cases_ratelimit"),
 )
 MODULES = dict(CASES)
-BASELINES = frozenset({"asgi.bare", "httpx.plain", "baseline.await", "ratelimit.baseline.keyed"})
+BASELINES = frozenset(
+    {"asgi.bare", "httpx.plain", "baseline.await", "ratelimit.baseline.keyed", "starlette.app"}
+)
 
 TARGETS: dict[str, int] = {
     "stack.four": 20_000,
     "asgi.middleware": 20_000,
+    # The per-client limit: at most 3k more per request than the
+    # middleware with every feature on and no limit (asgi.middleware).
+    "asgi.middleware.ratelimit": 3_000,
     "httpx.transport": 12_500,
     "timeout.success": 8_000,
     "breaker.closed": 4_500,
