@@ -27,6 +27,8 @@ from .errors import (
 )
 from .events import CircuitState
 from .fallback import Fallback
+from .hedge import Hedge, HedgeStatistics
+from .latency import LatencyStatistics, LatencyTracker
 from .pipeline import Pipeline
 from .policy import Policy
 from .pool import PoolBulkhead
@@ -46,6 +48,10 @@ __all__ = [
     "CountWindow",
     "Deadline",
     "Fallback",
+    "Hedge",
+    "HedgeStatistics",
+    "LatencyStatistics",
+    "LatencyTracker",
     "Pipeline",
     "Policy",
     "PoolBulkhead",

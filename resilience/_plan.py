@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import threading
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -309,6 +310,12 @@ class _FirstAttempt:
         first, self.first = self.first, None
         if inspect.iscoroutine(first):
             first.close()
+
+
+# What Policy.call and Pipeline.call test before reaching for run_call: a
+# plain ``async def`` function (the common case) needs none of its checks.
+FUNCTION = types.FunctionType
+COROUTINE = inspect.CO_COROUTINE
 
 
 async def run_call(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime
 import math
 
-__all__ = ["count", "optional_seconds", "rate", "seconds"]
+__all__ = ["count", "delay", "optional_seconds", "rate", "seconds"]
 
 
 def _number(param: str, value: object, what: str, *, duration: bool = False) -> float:
@@ -47,6 +47,19 @@ def seconds(param: str, value: object, *, or_none: str = "") -> float:
     number = _number(param, value, f"a number of seconds{or_none}", duration=True)
     if not (number > 0 and math.isfinite(number)):
         raise ValueError(f"{param} must be a finite number > 0{or_none}, got {value!r}")
+    return number
+
+
+def delay(param: str, value: object) -> float:
+    """A finite number of seconds >= 0 (or a timedelta): a delay may be none.
+
+    Example::
+
+        delay("min_delay", 0)   # 0.0
+    """
+    number = _number(param, value, "a number of seconds", duration=True)
+    if not (number >= 0 and math.isfinite(number)):
+        raise ValueError(f"{param} must be a finite number >= 0, got {value!r}")
     return number
 
 

@@ -32,6 +32,9 @@ __all__ = [
     "CircuitState",
     "Event",
     "FallbackUsed",
+    "HedgeCancelled",
+    "HedgeStarted",
+    "HedgeWon",
     "Listener",
     "RateLimitRejected",
     "RateLimitWaited",
@@ -240,6 +243,46 @@ class RateLimitRejected(Event):
     """
 
     retry_after: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeStarted(Event):
+    """A hedge started attempt number ``attempt`` (2 for the first hedge)
+    of one call, the one before it having run ``delay`` seconds without an
+    answer, or having failed.
+
+    Example::
+
+        hedge = Hedge(3, delay=0.05, name="search")
+        hedge.add_listener(print)   # HedgeStarted("search", attempt=2, delay=0.05)
+    """
+
+    attempt: int
+    delay: float
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeWon(Event):
+    """A call's answer came from attempt ``attempt`` (not the first).
+
+    Example::
+
+        wins = [e for e in events if isinstance(e, HedgeWon)]
+    """
+
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class HedgeCancelled(Event):
+    """Attempt ``attempt`` (1 for the first) was cancelled: another answered first.
+
+    Example::
+
+        hedge.add_listener(lambda e: isinstance(e, HedgeCancelled) and print(e.attempt))
+    """
+
+    attempt: int
 
 
 Listener: TypeAlias = Callable[[Event], None]

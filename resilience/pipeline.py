@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import ParamSpec, TypeVar
 
+from ._plan import COROUTINE as _COROUTINE
+from ._plan import FUNCTION as _FUNCTION
 from ._plan import Plan, refuse_async, run_call
 from .policy import Policy
 
@@ -65,7 +67,11 @@ class Pipeline(Policy):
         return plan
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        run = self._own_plan().runner()
+        run = self._async_run
+        if run is None:
+            run = self._async_run = self._own_plan().runner()
+        if fn.__class__ is _FUNCTION and fn.__code__.co_flags & _COROUTINE:
+            return await run(fn, *args, **kwargs)  # type: ignore[no-any-return]
         result: T = await run_call(self, run, fn, args, kwargs, self._policies[-1])
         return result
 

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
 from . import _registry
 from ._clock import SYSTEM_CLOCK, Clock
+from ._plan import COROUTINE as _COROUTINE
+from ._plan import FUNCTION as _FUNCTION
 from ._plan import Plan, _set_base_call, refuse_async, run_call
 from .events import Event, Listener, dispatch, global_listeners
 
@@ -53,7 +55,7 @@ class Policy:
         data = await retry.call(client.get, url)
     """
 
-    __slots__ = ("__weakref__", "_clock", "_listeners", "_name", "_plan")
+    __slots__ = ("__weakref__", "_async_run", "_clock", "_listeners", "_name", "_plan")
 
     _kind: ClassVar[str] = "policy"
     _sync_unsupported: ClassVar[str | None] = None
@@ -68,6 +70,7 @@ class Policy:
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
         self._listeners: tuple[Listener, ...] = ()
         self._plan: Plan | None = None
+        self._async_run: Callable[..., Any] | None = None  # the plan's async runner, once made
         _registry.register(self)
 
     @property
@@ -82,7 +85,13 @@ class Policy:
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``await fn(*args, **kwargs)`` under this policy."""
-        result: T = await run_call(self, self._own_plan().runner(), fn, args, kwargs)
+        run = self._async_run
+        if run is None:
+            run = self._async_run = self._own_plan().runner()
+        if fn.__class__ is _FUNCTION and fn.__code__.co_flags & _COROUTINE:
+            # An ``async def``: what run_call would find, without its frame.
+            return await run(fn, *args, **kwargs)  # type: ignore[no-any-return]
+        result: T = await run_call(self, run, fn, args, kwargs)
         return result
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:

@@ -6,7 +6,7 @@ import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _backend, _validate
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
@@ -17,6 +17,9 @@ from ._timer import DeadlineQueue, Expiry
 from .errors import TimeoutError
 from .events import TimedOut
 from .policy import Policy
+
+if TYPE_CHECKING:
+    from .latency import LatencyTracker
 
 __all__ = ["DeadlineGuard", "Timeout", "TimeoutStatistics"]
 
@@ -39,18 +42,22 @@ class TimeoutStatistics:
     """
 
     timeouts: int
+    """Calls that timed out."""
+    seconds: float
+    """The limit in force (an adaptive timeout's moves)."""
 
 
 class _Scope:
     """The ticket of a call timed by a cancel scope (trio)."""
 
-    __slots__ = ("limit", "scope", "timer", "token")
+    __slots__ = ("limit", "scope", "start", "timer", "token")
 
-    def __init__(self, scope: Any, timer: Any, limit: float, token: Any) -> None:
+    def __init__(self, scope: Any, timer: Any, limit: float, token: Any, start: float) -> None:
         self.scope = scope
         self.timer = timer
         self.limit = limit
         self.token = token
+        self.start = start
 
 
 class Timeout(Policy):
@@ -107,11 +114,52 @@ class Timeout(Policy):
 
     @property
     def seconds(self) -> float:
+        """The limit in force, in seconds."""
         return self._seconds
+
+    @classmethod
+    def adaptive(
+        cls,
+        tracker: LatencyTracker,
+        *,
+        quantile: float = 0.99,
+        multiplier: float = 1.5,
+        min: float = 0.01,
+        max: float = 60.0,
+        default: float | None = None,
+        min_samples: int = 100,
+        name: str | None = None,
+        clock: Clock | None = None,
+    ) -> Timeout:
+        """A timeout whose limit follows the latency of the calls it times:
+        ``multiplier`` times the ``quantile`` of ``tracker``, clamped to
+        ``[min, max]``, and ``default`` (``max`` if not given) until the
+        tracker holds ``min_samples`` durations. See
+        :class:`~resilience.adaptive.AdaptiveTimeout`.
+
+        Example::
+
+            tracker = LatencyTracker()
+            timeout = Timeout.adaptive(tracker, quantile=0.99, multiplier=1.5, min=0.05, max=5.0)
+            hedge = Hedge(2, delay="p95", tracker=tracker)   # one tracker per dependency
+        """
+        from .adaptive import AdaptiveTimeout
+
+        return AdaptiveTimeout(
+            tracker,
+            quantile=quantile,
+            multiplier=multiplier,
+            min=min,
+            max=max,
+            default=default,
+            min_samples=min_samples,
+            name=name,
+            clock=clock,
+        )
 
     @property
     def stats(self) -> TimeoutStatistics:
-        return TimeoutStatistics(timeouts=self._timeouts)
+        return TimeoutStatistics(timeouts=self._timeouts, seconds=self._seconds)
 
     # The guard ----------------------------------------------------------------
     #
@@ -215,9 +263,10 @@ class Timeout(Policy):
         else:
             scope = trio.CancelScope()
             timer = call_at(clock.now() + limit, scope.cancel)
-        token = _current_deadline.set(Deadline(clock.now() + limit, clock))
+        start = clock.now()
+        token = _current_deadline.set(Deadline(start + limit, clock))
         scope.__enter__()
-        return _Scope(scope, timer, limit, token)
+        return _Scope(scope, timer, limit, token, start)
 
     def _settle_scope(self, ticket: _Scope, error: BaseException | None) -> BaseException | None:
         if ticket.timer is not None:
@@ -347,6 +396,7 @@ class DeadlineGuard(Timeout):
         self._clock = SYSTEM_CLOCK
         self._listeners = ()
         self._plan = None
+        self._async_run = None
         self._seconds = math.inf
         self._call_at = None
         self._timeouts = 0

@@ -11,7 +11,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resilience import Bulkhead, CircuitBreaker, Fallback, RateLimiter, Retry, Timeout
+from resilience import Bulkhead, CircuitBreaker, Fallback, Hedge, RateLimiter, Retry, Timeout
 from resilience.contrib.prometheus import METRIC_NAMES, instrument
 
 DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana-dashboard.json"
@@ -78,7 +78,7 @@ def emitted_names() -> set[str]:
         breaker = CircuitBreaker()
         breaker.call_sync(lambda: 1)
         breaker.open()
-        keep = [breaker, Retry(), Bulkhead(1), Timeout(1), Fallback(0), RateLimiter(1)]
+        keep = [breaker, Retry(), Bulkhead(1), Timeout(1), Fallback(0), RateLimiter(1), Hedge()]
         keep[1].call_sync(lambda: 1)
         text = generate_latest(registry).decode()
     return {

@@ -20,6 +20,7 @@ from resilience import (
     CircuitBreaker,
     CircuitOpenError,
     Fallback,
+    Hedge,
     Pipeline,
     Policy,
     PoolBulkhead,
@@ -320,7 +321,46 @@ async def test_timeouts(registry: CollectorRegistry) -> None:
     for _ in range(2):
         with pytest.raises(TimeoutError):
             await timeout.call(too_slow)
-    assert scrape(registry, name) == {("resilience_timeouts_total", ()): 2}
+    assert scrape(registry, name) == {
+        ("resilience_timeouts_total", ()): 2,
+        ("resilience_timeout_seconds", ()): 1.0,  # the limit in force
+    }
+
+
+async def test_hedges_and_an_adaptive_timeouts_limit(registry: CollectorRegistry) -> None:
+    from resilience import Hedge, LatencyTracker
+
+    clock = FakeClock()
+    name = unique("hedge")
+    calls = {"n": 0}
+
+    async def first_fails() -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("reset")
+        return 1
+
+    hedge = Hedge(2, delay=10.0, name=name, clock=clock)
+    assert await hedge.call(first_fails) == 1  # the failure started the hedge, which won
+    assert scrape(registry, name) == {
+        ("resilience_hedge_calls_total", ()): 1,
+        ("resilience_hedges_total", ()): 1,
+        ("resilience_hedge_wins_total", ()): 1,
+        ("resilience_hedge_cancelled_total", ()): 0,
+    }
+    tracker = LatencyTracker(clock=clock)
+    for _ in range(200):
+        tracker.record(0.1)
+    adaptive = Timeout.adaptive(
+        tracker, multiplier=2.0, min_samples=10, name=unique("t"), clock=clock
+    )
+
+    async def quick() -> int:
+        return 1
+
+    await adaptive.call(quick)
+    limit = scrape(registry, adaptive.name)[("resilience_timeout_seconds", ())]
+    assert limit == pytest.approx(0.2, rel=0.05)
 
 
 def test_fallbacks(registry: CollectorRegistry) -> None:
@@ -365,7 +405,7 @@ def test_policies_sharing_a_name_are_summed(registry: CollectorRegistry) -> None
 def test_only_exported_names_appear(registry: CollectorRegistry) -> None:
     breaker = CircuitBreaker()
     breaker.open()  # a transition pair appears once it has happened
-    keep = [breaker, Retry(), Bulkhead(1), Timeout(1), Fallback(0), RateLimiter(1)]
+    keep = [breaker, Retry(), Bulkhead(1), Timeout(1), Fallback(0), RateLimiter(1), Hedge()]
     emitted = {sample for sample, _ in scrape(registry)}
     assert emitted == METRIC_NAMES - {
         "resilience_call_duration_seconds_bucket",
@@ -434,14 +474,15 @@ def test_instrument_twice_and_undo() -> None:
     assert instrument(registry) is metrics
     with pytest.raises(ValueError, match="durations=False"):
         instrument(registry, durations=True)
-    assert scrape(registry, name) == {("resilience_timeouts_total", ()): 0}
+    expected = {("resilience_timeouts_total", ()): 0, ("resilience_timeout_seconds", ()): 1.0}
+    assert scrape(registry, name) == expected
     metrics.close()
     metrics.close()  # a second close does nothing
     assert metrics.closed
     assert scrape(registry) == {}
     again = instrument(registry)
     assert again is not metrics
-    assert scrape(registry, name) == {("resilience_timeouts_total", ()): 0}
+    assert scrape(registry, name) == expected
     again.close()
     assert keep
 

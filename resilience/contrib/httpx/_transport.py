@@ -4,14 +4,14 @@ transport), in the order of :mod:`resilience.contrib.httpx`."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 
 import httpx
 
-from resilience import Bulkhead, CircuitBreaker, Policy, RateLimiter, Retry, Timeout
+from resilience import Bulkhead, CircuitBreaker, Hedge, Policy, RateLimiter, Retry, Timeout
 
 from ._errors import translate
-from ._rules import RETRYABLE_STATUSES, ServerError, Settings, replayable
+from ._rules import RETRYABLE_STATUSES, ServerError, Settings, _idempotent, replayable
 
 __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 
@@ -49,6 +49,11 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
     - ``policies``: your own policies (guards, flows or any
       :class:`~resilience.Policy`), run for each attempt inside the retry and
       outside the breaker.
+    - ``hedge``: a :class:`~resilience.Hedge` for each attempt of an
+      idempotent request (the retry rule: method or ``Idempotency-Key``)
+      whose body can be replayed: a slow attempt gets another, and the
+      first response whose status is not in ``retry_statuses`` wins. Every
+      other response is closed; every other attempt cancelled.
 
     Every response discarded for a retry is closed first; the final one is
     returned unread. Our rejections are raised as httpx errors too:
@@ -79,7 +84,10 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         max_hosts: int = 1000,
         max_retry_after: float = 60.0,
         retry_statuses: Collection[int] = RETRYABLE_STATUSES,
+        hedge: Hedge | None = None,
     ) -> None:
+        if hedge is not None and not isinstance(hedge, Hedge):
+            raise TypeError(f"hedge must be a Hedge or None, got {hedge!r}")
         if transport is None:
             transport = httpx.AsyncHTTPTransport()
         elif not isinstance(transport, httpx.AsyncBaseTransport):
@@ -101,6 +109,9 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             retry_statuses=retry_statuses,
             sync=False,
         )
+        self._hedge = hedge
+        statuses = self._settings.statuses
+        self._unacceptable: Callable[[httpx.Response], bool] = lambda r: r.status_code in statuses
 
     @property
     def breakers(self) -> dict[str, CircuitBreaker]:
@@ -120,9 +131,17 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         again = retry is not None and replayable(request)
         # What after_response() says of most responses, decided here.
         statuses = settings.plain_statuses
+        hedge = self._hedge
+        if hedge is not None and not (_idempotent(request) and replayable(request)):
+            hedge = None
         while True:
             try:
-                response: httpx.Response = await attempt(send, request)  # type: ignore[misc]
+                if hedge is None:
+                    response: httpx.Response = await attempt(send, request)  # type: ignore[misc]
+                else:
+                    response = await hedge.race(
+                        _answer, (attempt, send, request), {}, self._unacceptable, _close
+                    )
             except ServerError as exc:
                 response = exc.response
             except Exception as exc:
@@ -161,6 +180,23 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         await self._transport.aclose()
 
 
+async def _answer(
+    attempt: Callable[..., Awaitable[httpx.Response]],
+    send: Callable[[httpx.Request], Awaitable[httpx.Response]],
+    request: httpx.Request,
+) -> httpx.Response:
+    """One hedged attempt: a 5xx the breaker recorded is an answer too,
+    judged by its status like any other."""
+    try:
+        return await attempt(send, request)
+    except ServerError as exc:
+        return exc.response
+
+
+async def _close(response: httpx.Response) -> None:
+    await response.aclose()
+
+
 class ResilientTransport(httpx.BaseTransport):
     """The sync twin of :class:`AsyncResilientTransport`, for ``httpx.Client``.
 
@@ -187,7 +223,14 @@ class ResilientTransport(httpx.BaseTransport):
         max_hosts: int = 1000,
         max_retry_after: float = 60.0,
         retry_statuses: Collection[int] = RETRYABLE_STATUSES,
+        hedge: Hedge | None = None,
     ) -> None:
+        if hedge is not None:
+            raise TypeError(
+                "ResilientTransport cannot hedge: a sync request runs in the calling "
+                "thread, and the losing attempts could not be cancelled; use "
+                "AsyncResilientTransport"
+            )
         if timeout is not None:
             raise TypeError(
                 "ResilientTransport cannot use a Timeout: a sync request runs in the "

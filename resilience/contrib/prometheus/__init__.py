@@ -33,6 +33,11 @@ metric                                           type      labels
 ``resilience_rate_limiter_rejected_total``       counter   name
 ``resilience_rate_limiter_wait_seconds_total``   counter   name
 ``resilience_timeouts_total``                    counter   name
+``resilience_timeout_seconds``                   gauge     name
+``resilience_hedge_calls_total``                 counter   name
+``resilience_hedges_total``                      counter   name
+``resilience_hedge_wins_total``                  counter   name
+``resilience_hedge_cancelled_total``             counter   name
 ``resilience_fallbacks_total``                   counter   name
 ``resilience_call_duration_seconds``             histogram name, outcome (opt-in)
 ================================================ ========= ==========================

@@ -12,6 +12,7 @@ from resilience import (
     CircuitBreaker,
     CircuitState,
     Fallback,
+    Hedge,
     Policy,
     PoolBulkhead,
     RateLimiter,
@@ -94,7 +95,15 @@ class ResilienceCollector(Collector):
                 series["resilience_rate_limiter_rejected"].add((name,), limits.rejected)
                 series["resilience_rate_limiter_wait_seconds"].add((name,), limits.wait_seconds)
             elif isinstance(policy, Timeout):
-                series["resilience_timeouts"].add((name,), policy.stats.timeouts)
+                timeouts = policy.stats
+                series["resilience_timeouts"].add((name,), timeouts.timeouts)
+                series["resilience_timeout_seconds"].add((name,), timeouts.seconds)
+            elif isinstance(policy, Hedge):
+                hedges = policy.stats
+                series["resilience_hedge_calls"].add((name,), hedges.calls)
+                series["resilience_hedges"].add((name,), hedges.hedges)
+                series["resilience_hedge_wins"].add((name,), hedges.won)
+                series["resilience_hedge_cancelled"].add((name,), hedges.cancelled)
             elif isinstance(policy, Fallback):
                 series["resilience_fallbacks"].add((name,), policy.uses)
             if durations is not None:

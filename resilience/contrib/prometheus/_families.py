@@ -134,6 +134,31 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Calls a timeout policy cancelled because their time was up.",
         ("name",),
     ),
+    "resilience_timeout_seconds": (
+        "gauge",
+        "The limit a timeout policy applies now (an adaptive timeout's moves).",
+        ("name",),
+    ),
+    "resilience_hedge_calls": (
+        "counter",
+        "Calls made through a hedge policy.",
+        ("name",),
+    ),
+    "resilience_hedges": (
+        "counter",
+        "Attempts a hedge policy started besides the first (its extra load).",
+        ("name",),
+    ),
+    "resilience_hedge_wins": (
+        "counter",
+        "Calls whose answer came from a hedged attempt, not the first.",
+        ("name",),
+    ),
+    "resilience_hedge_cancelled": (
+        "counter",
+        "Attempts a hedge policy cancelled because another answered first.",
+        ("name",),
+    ),
     "resilience_fallbacks": (
         "counter",
         "Failures (or rejected results) a fallback policy replaced with its substitute.",
