@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import threading
 from dataclasses import dataclass
 
@@ -94,7 +95,7 @@ class LatencyTracker:
 
     def __init__(
         self,
-        window: float = 30.0,
+        window: float | datetime.timedelta = 30.0,
         *,
         sub_windows: int = 10,
         name: str | None = None,
