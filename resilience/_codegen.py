@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import linecache
+import re
 import textwrap
 import threading
 from collections.abc import Callable, Sequence
@@ -80,14 +81,19 @@ class Inline:
         wait: Sequence[str] = ("pass",),
         args: str = "args",
         kwargs: str = "kwargs",
+        named: Sequence[str] = (),
     ) -> list[str]:
         out: list[str] = []
         for line in self.sources[kind].split("\n"):
             if line.strip() == "{wait}":
                 indent = line[: len(line) - len(line.lstrip())]
                 out += [indent + text for text in wait]
-            else:
-                out.append(line.format(g=g, t=t, n=n, args=args, kwargs=kwargs))
+                continue
+            if named:
+                # ``{args}[i]`` of a runner with named positional arguments
+                # reads ``a<i>`` itself, without building the tuple.
+                line = _ITEM.sub(lambda m: named[int(m.group(1))], line)
+            out.append(line.format(g=g, t=t, n=n, args=args, kwargs=kwargs))
         return out
 
     def method(self, kind: str, doc: str) -> Callable[..., Any]:
@@ -118,6 +124,9 @@ _METHODS = {
     "settle": ("(self, ticket, error, result)", "error"),
     "start": ("(self)", "run"),
 }
+
+
+_ITEM = re.compile(r"\{args\}\[(\d+)\]")
 
 
 def _compile_source(source: str, what: str) -> Any:
@@ -152,6 +161,7 @@ def _bracket_source(
     passed = "*args, **kwargs" if arity is None else ", ".join(f"a{i}" for i in range(arity))
     args = "args" if arity is None else f"({passed}{',' if arity == 1 else ''})"
     kwargs = "kwargs" if arity is None else "{}"
+    named = () if arity is None else tuple(f"a{i}" for i in range(arity))
     call = f"{aw}inner(fn, {passed})" if inner else f"{aw}fn({passed})"
     count = len(guards)
     lines: list[tuple[int, str]] = []
@@ -163,7 +173,9 @@ def _bracket_source(
         inline = guards[i]
         waits = [f"if t{i} is WAIT:", f"    t{i} = {aw}wait{i}()"]
         if inline is not None:
-            text = inline.lines("admit", f"guard{i}", f"t{i}", f"g{i}_", waits, args, kwargs)
+            text = inline.lines(
+                "admit", f"guard{i}", f"t{i}", f"g{i}_", waits, args, kwargs, named
+            )
             admit = [(at, line) for line in text]
         else:
             admit = [(at, f"t{i} = admit{i}()"), *((at, line) for line in waits)]

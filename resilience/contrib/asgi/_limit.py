@@ -144,7 +144,9 @@ class RequestLimit:
         field = self.states.get(state)
         if field is None:
             field = self._state(state)
-        return {**message, "headers": [*message.get("headers", ()), self.policy, field]}
+        stamped: Message = message.copy()  # type: ignore[attr-defined]  # a dict
+        stamped["headers"] = [*message.get("headers", ()), self.policy, field]
+        return stamped
 
     def _state(self, state: tuple[int, float]) -> tuple[bytes, bytes]:
         """The ``RateLimit`` field for (calls, whole seconds): made once each
