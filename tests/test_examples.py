@@ -29,6 +29,15 @@ EXPECTED = {
         "limit: peak 1 in flight, 3 rejected",
         "custom policy: every check passed",
     ),
+    "hedging.py": (
+        "warm-up: 100 reads",
+        "steady: 2,000 reads, p50",
+        "steady: the adaptive timeout's limit is",
+        "slow for everyone: 300 reads of 30-50 ms",
+        "the last 200 reads timed out 0 times",
+        "stats: HedgeStatistics(calls=2400,",
+        "hedging: every check passed",
+    ),
     "ratelimit.py": (
         "decorator: calls ran at [0.0, 0.0, 0.0, 0.5, 1.0, 1.5] (fake seconds)",
         "decorator: RateLimiterStatistics(admitted=6, waited=3, rejected=0, wait_seconds=1.5",
