@@ -25,6 +25,32 @@ from typing import Any
 from ._clock import Clock, SystemClock
 from ._deadline import Deadline
 
+# The queue's two hot operations, as source written once: the Timeout's
+# guard compiles them inline (resilience.timeout), and the queue's own
+# add() and release() below are compiled from the same text. {q}: the queue,
+# {e}: the entry, {x}: a local for the entries.
+ENQUEUE = """\
+{q}.entries.append({e})
+{q}.live += 1
+if {q}.handle is None:
+    {q}.arm({e}.at)"""
+RELEASE = """\
+{q}.live -= 1
+{x} = {q}.entries
+if {x} and {x}[0] is {e}:
+    {x}.popleft()
+    while {x} and {x}[0].task is None:
+        {x}.popleft()
+elif len({x}) > 2 * {q}.live + {q}.SLACK:
+    {q}.compact()"""
+
+
+def snippet(text: str, indent: str, **names: str) -> str:
+    """``text`` with its placeholders named and every line indented."""
+    for placeholder, name in names.items():
+        text = text.replace("{" + placeholder + "}", name)
+    return "\n".join(indent + line for line in text.split("\n"))
+
 
 class Expiry(Deadline):
     """One call's deadline, also published as the context's :class:`Deadline`
@@ -46,7 +72,11 @@ class Expiry(Deadline):
     token: Token[Deadline | None]
 
     def fire(self) -> None:
-        """Its own timer's callback."""
+        """Its deadline passed (its queue's timer, or its own): cancel the task.
+
+        A task already being cancelled from outside is left to that
+        cancellation: a second cancel() would replace its message, by which
+        anyio's cancel scopes recognise their own."""
         task = self.task
         if task is not None and task.cancelling() <= self.cancelling:
             self.fired = True
@@ -86,6 +116,11 @@ class DeadlineQueue:
     def arm(self, when: float) -> None:
         self.handle = self.call_at(when, self.expire)
 
+    add: Callable[[Any], None]
+    """Queue an entry whose ``at`` is no earlier than any queued one's."""
+    release: Callable[[Any], None]
+    """An entry has left (its ``task`` set to None already)."""
+
     def compact(self) -> None:
         # In place: callers hold a reference to `entries`.
         live = [e for e in self.entries if e.task is not None]
@@ -93,23 +128,30 @@ class DeadlineQueue:
         self.entries.extend(live)
 
     def expire(self) -> None:
-        """Timer callback: cancel every call whose deadline has passed."""
+        """Timer callback: fire every entry whose deadline has passed."""
         self.handle = None
         now = self.now()
         entries = self.entries
         while entries:
             head = entries[0]
-            task = head.task
-            if task is None:
+            if head.task is None:  # left already
                 entries.popleft()
             elif head.at <= now:
                 entries.popleft()
-                # A task already being cancelled from outside is left to that
-                # cancellation: a second cancel() would replace its message,
-                # by which anyio's cancel scopes recognise their own.
-                if task.cancelling() <= head.cancelling:
-                    head.fired = True
-                    task.cancel()
+                head.fire()
             else:
                 self.arm(head.at)
                 return
+
+
+def _compiled(name: str, body: str) -> Callable[[DeadlineQueue, Any], None]:
+    namespace: dict[str, Any] = {}
+    exec(f"def {name}(self, entry):\n{body}\n", {}, namespace)
+    function: Callable[[DeadlineQueue, Any], None] = namespace[name]
+    return function
+
+
+DeadlineQueue.add = _compiled("add", snippet(ENQUEUE, "    ", q="self", e="entry"))  # type: ignore[assignment]
+DeadlineQueue.release = _compiled(  # type: ignore[assignment]
+    "release", snippet(RELEASE, "    ", q="self", e="entry", x="entries")
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -9,10 +10,14 @@ from typing import Any, ParamSpec, TypeVar
 
 import anyio
 
-from . import _validate
+from . import _backend, _validate
 from ._clock import Clock, SystemClock
 from ._core.budget import RetryBudget
+from ._plan import COROUTINE as _COROUTINE
+from ._plan import FUNCTION as _FUNCTION
 from ._plan import run_call
+from ._race import Race, Watch, discard_answers
+from ._timer import DeadlineQueue
 from .events import HedgeCancelled, HedgeStarted, HedgeWon
 from .latency import LatencyTracker
 from .policy import Policy
@@ -22,6 +27,9 @@ __all__ = ["Hedge", "HedgeStatistics"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
+_get_ident = _backend.get_ident
+_running_loop = _backend.running_loop
+_current_task = _backend.current_task
 _QUANTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?)")
 
 
@@ -60,58 +68,6 @@ def _delay(delay: float | str) -> tuple[float | None, float | None]:
             )
         return None, quantile
     return _validate.delay("delay", delay), None
-
-
-class _Race:
-    """The attempts of one call: how each ended, and the coordinator to wake."""
-
-    __slots__ = (
-        "answered",
-        "errors",
-        "failed",
-        "finished",
-        "passed",
-        "results",
-        "wake",
-        "winner",
-    )
-
-    def __init__(self, attempts: int) -> None:
-        self.answered: list[int] = []  # the attempts that returned a result
-        self.errors: list[BaseException | None] = [None] * attempts
-        self.results: list[Any] = [None] * attempts
-        self.finished = 0
-        self.failed = 0  # failures not yet answered by starting the next attempt
-        self.winner: int | None = None
-        self.wake: anyio.CancelScope | None = None
-        self.passed = False  # the delay passed (on a clock with timers of its own)
-
-    def delay_passed(self) -> None:
-        self.passed = True
-        if self.wake is not None:
-            self.wake.cancel()
-
-    def ended(self, index: int, error: BaseException | None, result: Any, good: bool) -> None:
-        self.errors[index] = error
-        self.results[index] = result
-        self.finished += 1
-        if good:
-            if self.winner is None:
-                self.winner = index
-        else:
-            self.failed += 1
-        if self.wake is not None:
-            self.wake.cancel()
-
-
-async def _discard(
-    race: _Race, discard: Callable[[Any], Awaitable[None]], kept: int | None
-) -> None:
-    # Shielded: a response must be closed even while the call is cancelled.
-    with anyio.CancelScope(shield=True):
-        for index in race.answered:
-            if index != kept:
-                await discard(race.results[index])
 
 
 class Hedge(Policy):
@@ -153,6 +109,7 @@ class Hedge(Policy):
 
     __slots__ = (
         "_budget",
+        "_cache",
         "_call_at",
         "_calls",
         "_cancelled",
@@ -209,6 +166,8 @@ class Hedge(Policy):
         self._default_delay = default_delay
         self._min_samples = min_samples
         self._calls = self._hedges = self._won = self._cancelled = self._refused = 0
+        # (thread id, loop, timer queue, the queue's delay) of the last loop seen.
+        self._cache: tuple[int, Any, Any, float] = (-1, None, None, math.inf)
         # A clock other than the system's times the delay with its own timers.
         self._call_at: Callable[[float, Callable[[], object]], Any] | None = (
             None if isinstance(self._clock, SystemClock) else getattr(self._clock, "call_at", None)
@@ -238,6 +197,9 @@ class Hedge(Policy):
         return max(self._min_delay, quantile)
 
     async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if fn.__class__ is _FUNCTION and fn.__code__.co_flags & _COROUTINE:
+            # An ``async def``: what run_call would find, without its frames.
+            return await self.race(fn, args, kwargs, self._on_result, None)  # type: ignore[no-any-return]
         result: T = await run_call(self, self._hedged, fn, args, kwargs)
         return result
 
@@ -258,22 +220,96 @@ class Hedge(Policy):
     ) -> Any:
         """The hedged call, for drivers with rules of their own: ``reject``
         in place of ``on_result``, and ``discard``, awaited for each answer
-        that is not returned (an HTTP response to close)."""
+        that is not returned (an HTTP response to close).
+
+        On asyncio the first attempt runs in the caller's own task, queued
+        on a timer; only if the delay passes does a coordinator task start
+        the hedges (and cancel this task's attempt if one of them wins).
+        Elsewhere (trio), every attempt is a task of a task group."""
         self._calls += 1
         if self._budget is not None:
             self._budget.record_call(self._clock.now())
-        race = _Race(self.attempts)
+        delay = self.delay
+        loop = _running_loop()
+        if (
+            loop is None
+            or self.attempts == 1
+            or delay == 0.0
+            or (task := _current_task(loop)) is None
+        ):
+            return await self._rest(Race(self.attempts), fn, args, kwargs, reject, discard, delay)
+        cached = self._cache
+        if cached[1] is loop and delay >= cached[3] and cached[0] == _get_ident():
+            queue: DeadlineQueue = cached[2]
+        else:
+            # One timer per loop for this hedge's calls, their deadlines in
+            # order: a shorter delay than the queue's starts a queue of its
+            # own (the calls in the old one keep it).
+            queue = DeadlineQueue(loop, self._clock)
+            self._cache = (_get_ident(), loop, queue, delay)
+        watch = Watch(self, task, (fn, args, kwargs, reject, delay))
+        start = queue.now()
+        watch.at = start + delay
+        queue.add(watch)
         try:
-            await self._coordinate(race, fn, args, kwargs, reject)
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            error: BaseException | None = exc
+            result = None
+        else:
+            error = None
+        watch.task = None
+        queue.release(watch)
+        took = queue.now() - start
+        race = watch.race
+        if race is not None:  # the delay passed: hedges are running
+            return await watch.join(race, error, result, took, discard)
+        self.tracker.record(took)  # no hedge started: the common case
+        returned = error is None
+        if returned:
+            try:
+                if reject is None or not reject(result):
+                    return result
+            except Exception as exc:  # the predicate's failure is the attempt's
+                error = exc
+        elif not isinstance(error, Exception):
+            raise error  # type: ignore[misc]  # cancelled from outside
+        # A failure before the delay: the next attempt at once, and the rest
+        # of the race in a task group here.
+        race = Race(self.attempts)
+        if returned:
+            race.answered.append(0)
+        race.ended(0, error, result, False)
+        return await self._rest(race, fn, args, kwargs, reject, discard, delay, 1)
+
+    async def _rest(
+        self,
+        race: Race,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        reject: Callable[[Any], bool] | None,
+        discard: Callable[[Any], Awaitable[None]] | None,
+        delay: float,
+        started: int = 0,
+    ) -> Any:
+        """The race in a task group here, from attempt ``started`` on."""
+        try:
+            await self._coordinate(race, fn, args, kwargs, reject, delay, started)
         except BaseException:
             if discard is not None:
-                await _discard(race, discard, None)
+                await discard_answers(race, discard, None)
             raise
+        return await self._outcome(race, discard)
+
+    async def _outcome(self, race: Race, discard: Callable[[Any], Awaitable[None]] | None) -> Any:
+        """The winner's answer, or the first attempt's outcome; every other
+        answer discarded."""
         winner = race.winner
         if discard is not None:
             # Every answer but the one returned (none when an error is).
             kept = winner if winner is not None else None if race.errors[0] else 0
-            await _discard(race, discard, kept)
+            await discard_answers(race, discard, kept)
         if winner is not None:
             if winner:
                 self._won += 1
@@ -287,21 +323,22 @@ class Hedge(Policy):
 
     async def _coordinate(
         self,
-        race: _Race,
+        race: Race,
         fn: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         reject: Callable[[Any], bool] | None,
+        delay: float,
+        started: int,
     ) -> None:
         """Start attempts (the first; the next when the delay passes, or at
         once after a failure) until one answers acceptably or all have ended;
-        then cancel the others, and await them."""
+        then cancel the others, and await them. ``started``: attempts that
+        run elsewhere (the first, in the caller's task)."""
         clock = self._clock
         call_at = self._call_at
-        delay = self.delay
         attempts = self.attempts
         budget = self._budget
-        started = 0
         refused = False
         due = True  # the next attempt may start now
         async with anyio.create_task_group() as group:
@@ -348,7 +385,7 @@ class Hedge(Policy):
 
     async def _attempt(
         self,
-        race: _Race,
+        race: Race,
         index: int,
         fn: Callable[..., Awaitable[Any]],
         args: tuple[Any, ...],

@@ -13,7 +13,7 @@ from ._clock import SYSTEM_CLOCK, Clock, SystemClock
 from ._deadline import Deadline
 from ._deadline import _current as _current_deadline
 from ._plan import Inline
-from ._timer import DeadlineQueue, Expiry
+from ._timer import ENQUEUE, RELEASE, DeadlineQueue, Expiry, snippet
 from .errors import TimeoutError
 from .events import TimedOut
 from .policy import Policy
@@ -326,10 +326,9 @@ _INLINE = Inline(
             {t}.limit = {g}._seconds
             {t}.queue = {t}q
             {t}.cancelling = {t}k.cancelling()
-            {t}q.entries.append({t})
-            {t}q.live += 1
-            if {t}q.handle is None:
-                {t}q.arm({t}.at)
+"""
+    + snippet(ENQUEUE, "            ", q="{t}q", e="{t}")
+    + """
             {t}.token = {n}deadline.set({t})
     """,
     settle="""
@@ -338,14 +337,9 @@ _INLINE = Inline(
             {t}k = {t}.task
             {t}.task = None
             {t}q = {t}.queue
-            {t}q.live -= 1
-            {t}e = {t}q.entries
-            if {t}e and {t}e[0] is {t}:
-                {t}e.popleft()
-                while {t}e and {t}e[0].task is None:
-                    {t}e.popleft()
-            elif len({t}e) > 2 * {t}q.live + {t}q.SLACK:
-                {t}q.compact()
+"""
+    + snippet(RELEASE, "            ", q="{t}q", e="{t}", x="{t}e")
+    + """
             if {t}.fired:
                 error = {g}._fired({t}, {t}k, error)
         else:

@@ -144,3 +144,26 @@ def test_bad_settings_are_refused_naming_the_parameter() -> None:
             Timeout.adaptive(tracker, **kwargs)
     with pytest.raises(TypeError, match="tracker"):
         Timeout.adaptive(0.5)  # type: ignore[arg-type]
+
+
+def test_a_timed_out_call_measured_short_of_its_limit_is_recorded_at_the_limit() -> None:
+    # A cut call measured short of its limit (a loop's timer may fire within
+    # its clock's resolution of the deadline; a tighter deadline may cut it)
+    # is recorded as lasting at least the limit, so the estimate cannot fall.
+    from resilience._timer import Expiry
+
+    clock = FakeClock(100.0)
+    tracker = LatencyTracker(clock=clock)
+    timeout = Timeout.adaptive(tracker, min=0.01, max=1.0, clock=clock)
+    ticket = Expiry.__new__(Expiry)
+    ticket.at, ticket.limit = 100.5, 0.5
+
+    class Queue:
+        now = staticmethod(lambda: 100.2)  # 0.2 s after the start, as measured
+
+    ticket.queue = Queue()  # type: ignore[assignment]
+    timeout._record_call(ticket, timeout.timed_out())  # type: ignore[attr-defined]
+    timeout._record_call(ticket, None)  # type: ignore[attr-defined]  # a success: as measured
+    assert tracker.count == 2
+    assert tracker.quantile(0.99) == pytest.approx(0.5, rel=0.03)
+    assert tracker.quantile(0.01) == pytest.approx(0.2, rel=0.03)

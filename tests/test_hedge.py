@@ -273,3 +273,67 @@ def test_bad_settings_are_refused_naming_the_parameter(
 ) -> None:
     with pytest.raises(error, match=parameter):
         Hedge(**kwargs)
+
+
+async def test_the_first_attempt_can_still_win_after_a_hedge_started() -> None:
+    clock = FakeClock()
+    upstream = Upstream(clock)
+    events: list[Event] = []
+    hedge = Hedge(2, delay=0.5, name="late", clock=clock)
+    hedge.add_listener(events.append)
+    result: list[Any] = []
+
+    async def caller() -> None:
+        result.append(await hedge.call(upstream))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller)
+        await until(lambda: len(upstream.started) == 1)
+        clock.advance(0.5)
+        await until(lambda: len(upstream.started) == 2)
+        upstream.gates[0].set()  # the first answers after all
+    assert result == ["answer 0"]
+    assert upstream.cancelled == [1]
+    assert events == [HedgeStarted("late", 2, 0.5), HedgeCancelled("late", 2)]
+    assert hedge.stats.won == 0
+
+
+async def test_a_first_attempt_failing_after_the_hedge_started_leaves_it_the_answer() -> None:
+    clock = FakeClock()
+    upstream = Upstream(clock)
+    upstream.answers = [ConnectionError("reset"), "hedged"]
+    hedge = Hedge(3, delay=0.5, clock=clock)
+    result: list[Any] = []
+
+    async def caller() -> None:
+        result.append(await hedge.call(upstream))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller)
+        await until(lambda: len(upstream.started) == 1)
+        clock.advance(0.5)
+        await until(lambda: len(upstream.started) == 2)
+        upstream.gates[0].set()  # fails: the third attempt starts at once
+        await until(lambda: len(upstream.started) == 3)
+        upstream.gates[1].set()
+    assert result == ["hedged"]
+    assert upstream.cancelled == [2]
+    assert upstream.started == [0.0, 0.5, 0.5]
+
+
+async def test_many_concurrent_hedged_calls_each_get_their_own_answer() -> None:
+    hedge = Hedge(3, delay=0.001)
+    answers: list[int] = []
+
+    async def work(n: int) -> int:
+        await anyio.sleep(0.002 if n % 3 else 0)
+        return n
+
+    async def one(n: int) -> None:
+        answers.append(await hedge.call(work, n))
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            for n in range(200):
+                tg.start_soon(one, n)
+    assert sorted(answers) == list(range(200))
