@@ -173,9 +173,7 @@ def _bracket_source(
         inline = guards[i]
         waits = [f"if t{i} is WAIT:", f"    t{i} = {aw}wait{i}()"]
         if inline is not None:
-            text = inline.lines(
-                "admit", f"guard{i}", f"t{i}", f"g{i}_", waits, args, kwargs, named
-            )
+            text = inline.lines("admit", f"guard{i}", f"t{i}", f"g{i}_", waits, args, kwargs, named)
             admit = [(at, line) for line in text]
         else:
             admit = [(at, f"t{i} = admit{i}()"), *((at, line) for line in waits)]
