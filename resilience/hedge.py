@@ -27,6 +27,8 @@ __all__ = ["Hedge", "HedgeStatistics"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# How often a quantile delay is read from the tracker again, in seconds.
+_REFRESH = 1.0
 _get_ident = _backend.get_ident
 _running_loop = _backend.running_loop
 _current_task = _backend.current_task
@@ -114,12 +116,14 @@ class Hedge(Policy):
         "_calls",
         "_cancelled",
         "_default_delay",
+        "_delay",
         "_fixed",
         "_hedges",
         "_min_delay",
         "_min_samples",
         "_on_result",
         "_quantile",
+        "_refresh_at",
         "_refused",
         "_won",
         "attempts",
@@ -166,6 +170,8 @@ class Hedge(Policy):
         self._default_delay = default_delay
         self._min_samples = min_samples
         self._calls = self._hedges = self._won = self._cancelled = self._refused = 0
+        self._delay = default_delay  # a quantile delay's value, until worked out
+        self._refresh_at = -math.inf
         # (thread id, loop, timer queue, the queue's delay) of the last loop seen.
         self._cache: tuple[int, Any, Any, float] = (-1, None, None, math.inf)
         # A clock other than the system's times the delay with its own timers.
@@ -185,7 +191,8 @@ class Hedge(Policy):
 
     @property
     def delay(self) -> float:
-        """The delay in force now: how long an attempt runs before the next starts."""
+        """The delay an attempt runs before the next starts, worked out now
+        (calls read a quantile delay again at most once a second)."""
         if self._fixed is not None:
             return self._fixed
         tracker = self.tracker
@@ -229,7 +236,15 @@ class Hedge(Policy):
         self._calls += 1
         if self._budget is not None:
             self._budget.record_call(self._clock.now())
-        delay = self.delay
+        delay = self._fixed
+        if delay is None:
+            # A quantile, worked out again at most once a second (Finagle:
+            # every 3 s): read per call, it would cost more than the hedge.
+            now = self._clock.now()
+            if now >= self._refresh_at:
+                self._refresh_at = now + _REFRESH
+                self._delay = self.delay
+            delay = self._delay
         loop = _running_loop()
         if (
             loop is None
