@@ -69,10 +69,12 @@ class LatencyTracker:
       of the samples, not a third as with Finagle's 3 x 10 s. 30 s holds
       enough calls for a stable p99 at a few calls per second, and is short
       enough to follow a dependency that slows down.
-    - Cost: recording is O(1) (about 0.3 µs) and a repeated query a dict
-      lookup; an idle gap of any length costs O(sub_windows). Memory is
-      bounded whatever the traffic: a 461-bucket histogram per sub-window,
-      one for the window and one cumulative (about 45 KB by default).
+    - Cost: recording is O(1) (about 3.8k instructions, 0.4 µs) and a
+      repeated query a dict lookup (about 1.9k); an idle gap of any length
+      costs O(sub_windows). Memory is bounded whatever the traffic: a
+      461-bucket histogram per sub-window and one for the closed ones
+      (about 42 KB by default, 65 KB at 10,000 calls a second; counts above
+      256 are ints of their own, so at most about 220 KB).
     - Threads may share a tracker: recording takes a lock, so no sample is
       lost (``list[i] += 1`` is a read and a write, not one step).
 
@@ -189,7 +191,10 @@ class LatencyTracker:
         now = self._now()
         # Unlocked: a stale read at worst gives the answer of the build before.
         if now < histogram.rotate_at and histogram.count < histogram.stale_at:
-            value = histogram.answers.get(q, _MISSING)
+            try:
+                value = histogram.answers.get(q, _MISSING)
+            except TypeError:  # unhashable: not a number either, said below
+                value = _MISSING
             if value is not _MISSING:
                 return value  # type: ignore[return-value]
         if isinstance(q, bool) or not isinstance(q, int | float):

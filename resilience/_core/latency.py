@@ -25,8 +25,11 @@ A query reads cumulative counts of the total, cached. They are rebuilt after
 an expiry, and once ``max(1, n // 100)`` samples arrived since the last build
 (``n``: the samples at that build); until then a query answers from the last
 build, which lacks fewer than 1 % of the window's samples (none while the
-window holds fewer than 200). At most about a hundred builds per window,
-whatever the traffic: a query costs a dict lookup between them.
+window holds fewer than 200). So there are at most about a hundred builds
+per window, plus one per expiry, whatever the traffic, and a query costs a
+dict lookup between them. Expiring a sub-window and building touch only the
+buckets in use (about 12 µs and 8 µs for the hundred buckets that calls
+around 20 ms fill).
 
 Nothing here reads a clock or takes a lock: callers pass ``now``, and a
 caller shared by threads serialises the calls (see
@@ -37,7 +40,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from itertools import accumulate
+from itertools import accumulate, compress
 from operator import add, sub
 
 __all__ = [
@@ -76,6 +79,7 @@ BUCKETS = _TOP + 1
 
 _VALUES = tuple(FLOOR * GAMMA**i * (1 + RELATIVE_ERROR) for i in range(BUCKETS))
 _ZEROS = [0] * BUCKETS
+_INDEXES = range(BUCKETS)
 _MISSING = object()
 
 
@@ -102,6 +106,14 @@ def value_of(bucket: int) -> float:
     return _VALUES[bucket]
 
 
+def _span(counts: list[int]) -> tuple[int, int]:
+    """The narrowest ``[low, high)`` holding every count, found in C (not all zero)."""
+    return (
+        next(compress(_INDEXES, counts)),
+        BUCKETS - next(compress(_INDEXES, reversed(counts))),
+    )
+
+
 class WindowedHistogram:
     """Durations of the last ``window`` seconds in log-spaced buckets.
 
@@ -125,6 +137,7 @@ class WindowedHistogram:
     """
 
     __slots__ = (
+        "_base",
         "_built",
         "_closed",
         "_closed_count",
@@ -133,6 +146,7 @@ class WindowedHistogram:
         "_epoch",
         "_origin",
         "_slot",
+        "_spans",
         "_subs",
         "_width",
         "answers",
@@ -147,6 +161,9 @@ class WindowedHistogram:
         self._origin = origin
         self._subs = [list(_ZEROS) for _ in range(sub_windows)]
         self._counts = [0] * sub_windows
+        # Where each closed sub-window's counts lie: expiring it and building
+        # touch those buckets only (a few dozen for most dependencies).
+        self._spans = [(0, 0)] * sub_windows
         self._slot = 0
         self._epoch = 0
         self.current = self._subs[0]
@@ -160,6 +177,7 @@ class WindowedHistogram:
         self.count = 0
         """Samples in the window (as of the last call)."""
         self._cumulative: list[int] = []
+        self._base = 0
         self._built = 0
         self.stale_at = 1
         """The cached answers stand while ``count`` is below this."""
@@ -205,17 +223,19 @@ class WindowedHistogram:
             closed = self._closed
             filled = self.count - self._closed_count
             if filled:
-                # Element-wise at C speed: about 10 µs, once per sub-window.
-                closed[:] = map(add, closed, self.current)
+                low, high = self._spans[slot] = _span(self.current)
+                # Element-wise at C speed, once per sub-window.
+                closed[low:high] = map(add, closed[low:high], self.current[low:high])
                 self._closed_count += filled
                 counts[slot] = filled
             for _ in range(steps):
                 slot = slot + 1 if slot + 1 < size else 0
                 gone = counts[slot]
                 if gone:
+                    low, high = self._spans[slot]
                     old = subs[slot]
-                    closed[:] = map(sub, closed, old)
-                    old[:] = _ZEROS
+                    closed[low:high] = map(sub, closed[low:high], old[low:high])
+                    old[low:high] = _ZEROS[low:high]
                     counts[slot] = 0
                     self._closed_count -= gone
                     self.count -= gone
@@ -240,14 +260,24 @@ class WindowedHistogram:
             n = self._built
             # The first bucket whose cumulative count reaches q * n holds the
             # sample at rank ceil(q * n): counts are integers.
-            value = _VALUES[bisect_left(self._cumulative, q * n)] if n else None
+            value = _VALUES[self._base + bisect_left(self._cumulative, q * n)] if n else None
             answers[q] = value
         return value  # type: ignore[return-value]
 
     def _build(self) -> None:
-        # All in C: about 15 µs per build for 461 buckets.
-        self._cumulative = list(accumulate(map(add, self._closed, self.current)))
         n = self._built = self.count
+        if n:
+            # Over the buckets in use only: those of the current sub-window
+            # and of each closed one (the current one's slot holds no count).
+            low, high = _span(self.current) if n > self._closed_count else (BUCKETS, 0)
+            for held, (first, end) in zip(self._counts, self._spans, strict=True):
+                if held:
+                    low = min(low, first)
+                    high = max(high, end)
+            self._base = low
+            self._cumulative = list(
+                accumulate(map(add, self._closed[low:high], self.current[low:high]))
+            )
         self.stale_at = n + max(1, n // 100)
         self.answers = {}  # a new dict: a reader holding the old one sees a whole build
 
