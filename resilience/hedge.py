@@ -240,10 +240,13 @@ class Hedge(Policy):
         if delay is None:
             # A quantile, worked out again at most once a second (Finagle:
             # every 3 s): read per call, it would cost more than the hedge.
+            # Until the tracker is warm, every call looks (a count is cheap),
+            # so the quantile takes over with the min_samples-th duration.
             now = self._clock.now()
             if now >= self._refresh_at:
-                self._refresh_at = now + _REFRESH
                 self._delay = self.delay
+                if self.tracker.count >= self._min_samples:
+                    self._refresh_at = now + _REFRESH
             delay = self._delay
         loop = _running_loop()
         if (
