@@ -23,6 +23,7 @@ from contextvars import Token
 from typing import Any
 
 from ._clock import Clock, SystemClock
+from ._core.source import snippet
 from ._deadline import Deadline
 
 # The queue's two hot operations, as source written once: the Timeout's
@@ -43,13 +44,6 @@ if {x} and {x}[0] is {e}:
         {x}.popleft()
 elif len({x}) > 2 * {q}.live + {q}.SLACK:
     {q}.compact()"""
-
-
-def snippet(text: str, indent: str, **names: str) -> str:
-    """``text`` with its placeholders named and every line indented."""
-    for placeholder, name in names.items():
-        text = text.replace("{" + placeholder + "}", name)
-    return "\n".join(indent + line for line in text.split("\n"))
 
 
 class Expiry(Deadline):

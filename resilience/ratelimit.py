@@ -11,7 +11,8 @@ from typing import Any
 
 from . import _validate
 from ._clock import Clock
-from ._core.gcra import RateCell, RateTable
+from ._core.gcra import ADMIT, RateCell, RateTable
+from ._core.source import snippet
 from ._deadline import _current as _current_deadline
 from ._plan import Inline
 from ._protocol import WAIT
@@ -98,6 +99,7 @@ class RateLimiter(Policy):
         "_plain",
         "_rejected",
         "_shared",
+        "_step",
         "_table",
         "_wait_seconds",
         "_waited",
@@ -161,6 +163,7 @@ class RateLimiter(Policy):
         # Without a lock until threads may use it (a sync runner compiled with it).
         self._shared = False
         self._plain = key is None and not max_wait
+        self._step = cost * self._table.interval  # the TAT's move per call
         self._admitted = self._waited = self._rejected = 0
         self._wait_seconds = 0.0
 
@@ -367,15 +370,41 @@ class RateLimiter(Policy):
         return f"<RateLimiter {self._name!r} {self.rate:g}/{self.per:g}s burst={self.burst}>"
 
 
+# The GCRA admission test (written once in resilience._core.gcra), on the
+# limiter's own cell, its clock and its cost's step.
+_FAST = snippet(
+    ADMIT,
+    "            ",
+    table="{t}b",
+    cell="{g}._cell",
+    now="{g}._now()",
+    step="{g}._step",
+    ok="{t}",
+    x="{t}",
+)
 _INLINE = Inline(
     # The key function sees the call's arguments: a plan passes them.
     # The common case first: unkeyed, never waiting, no threads, admitted.
     # Anything else, a refusal included, is decided again by _take (a
     # refusal leaves the limit as it was).
     admit="""
-        if {g}._plain and {g}._table.decide({g}._cell, {g}._now(), {g}._cost, 0.0) == 0.0:
+        {t} = False
+        if {g}._plain:
+            {t}b = {g}._table
+"""
+    + snippet(
+        ADMIT,
+        "            ",
+        table="{t}b",
+        cell="{g}._cell",
+        now="{g}._now()",
+        step="{g}._step",
+        ok="{t}",
+        x="{t}",
+    )
+    + """
+        if {t}:
             {g}._admitted += 1
-            {t} = True
         else:
             {t} = {g}._take({args}, {kwargs})
             {wait}

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from . import _backend, _validate
 from ._clock import SYSTEM_CLOCK, Clock, SystemClock
+from ._core.source import snippet
 from ._deadline import Deadline
 from ._deadline import _current as _current_deadline
 from ._plan import Inline
-from ._timer import ENQUEUE, RELEASE, DeadlineQueue, Expiry, snippet
+from ._timer import ENQUEUE, RELEASE, DeadlineQueue, Expiry
 from .errors import TimeoutError
 from .events import TimedOut
 from .policy import Policy

@@ -23,13 +23,32 @@ permit due at ``t`` is granted at ``t``.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
-__all__ = ["RateCell", "RateTable"]
+from .source import snippet
+
+__all__ = ["ADMIT", "RateCell", "RateTable"]
 
 # Comparisons forgive this fraction of an emission interval: the rounding of
 # ``n * T`` against ``now``, never a whole slot.
 _SLACK = 1e-9
+# The admission test, as source written once: RateTable.decide is compiled
+# from it, and so is a limiter's fast path (resilience.ratelimit). {table}:
+# the RateTable, {cell}: its RateCell, {now}: the reading, {step}: the
+# call's cost times the emission interval, {ok}: set True when admitted (the
+# TAT then moved on), False otherwise (nothing changed), {x}: a prefix for
+# locals. The rounding of a whole slot's worth is forgiven by _reach; the
+# rest of the decision (the reading's own rounding, waits, refusals) is
+# RateTable._late's.
+ADMIT = """\
+{x}t = {now} - {table}._origin
+{x}a = {cell}.tat
+{x}n = ({x}a if {x}a > {x}t else {x}t) + {step}
+{ok} = {x}n - {x}t <= {table}._reach
+if {ok}:
+    {cell}.tat = {x}n"""
+
 # How many of the least recently used keys eviction looks at for a recovered one.
 _SCAN = 8
 
@@ -113,16 +132,7 @@ class RateTable:
                 break
         del cells[victim]
 
-    def decide(self, cell: RateCell, now: float, cost: int, max_wait: float) -> float:
-        """Take ``cost`` slots of ``cell`` at ``now``, at once or after a wait
-        of at most ``max_wait``; or refuse (see the class docstring)."""
-        t = now - self._origin
-        tat = cell.tat
-        new = (tat if tat > t else t) + cost * self._interval
-        if new - t <= self._reach:
-            cell.tat = new
-            return 0.0
-        return self._late(cell, now, cost, max_wait, new, new - t - self._tolerance)
+    decide: Callable[[RateCell, float, int, float], float]
 
     def _late(
         self, cell: RateCell, now: float, cost: int, max_wait: float, new: float, wait: float
@@ -170,3 +180,32 @@ class RateTable:
 
     def __len__(self) -> int:
         return len(self._cells)
+
+
+def _compile_decide() -> Callable[..., float]:
+    body = snippet(
+        ADMIT,
+        "    ",
+        table="self",
+        cell="cell",
+        now="now",
+        step="cost * self._interval",
+        ok="ok",
+        x="_",
+    )
+    source = (
+        "def decide(self, cell, now, cost, max_wait):\n"
+        f"{body}\n"
+        "    if ok:\n"
+        "        return 0.0\n"
+        "    return self._late(cell, now, cost, max_wait, _n, _n - _t - self._tolerance)\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(source, {}, namespace)  # our own text
+    decide: Callable[..., float] = namespace["decide"]
+    decide.__doc__ = """Take ``cost`` slots of ``cell`` at ``now``, at once or after a wait
+        of at most ``max_wait``; or refuse (see the class docstring)."""
+    return decide
+
+
+RateTable.decide = _compile_decide()
