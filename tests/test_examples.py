@@ -58,6 +58,16 @@ EXPECTED = {
         "per key: no key from 203.0.113.7, 198.51.100.4, 203.0.113.7 -> [200, 200, 429]",
         "ratelimit_asgi: every check passed",
     ),
+    "saga.py": (
+        "order o-1: o-1 shipped with label_o-1, charge ch_o-1",
+        "order o-1: payment retried after [1.0, 2.0] (fake seconds)",
+        "order o-2: charge failed (card for o-2 declined); compensated ['label', 'reserve']",
+        "order o-2: reserved ['lamp'], printed label_o-2, voided label_o-2, released ['lamp']",
+        "order o-3: needs a human: undo 'reserve' by hand (it returned ['lamp'])",
+        "order o-3: compensated anyway: ['label']",
+        "stats: SagaStatistics(running=0, completed=1, compensated=1, failed=1,",
+        "saga: every check passed",
+    ),
 }
 # --check: the demo also fails unless its breaker opened and closed again.
 ARGS = {"demo.py": ["--duration", "2", "--clients", "5", "--check"]}
