@@ -28,6 +28,9 @@ from resilience.events import (
     CircuitState,
     Event,
     FallbackUsed,
+    HedgeCancelled,
+    HedgeStarted,
+    HedgeWon,
     RateLimitRejected,
     RateLimitWaited,
     RetryExhausted,
@@ -51,6 +54,10 @@ DEFAULT_LEVELS: Mapping[type[Event], int] = MappingProxyType(
         RetryExhausted: logging.WARNING,
         TimedOut: logging.WARNING,
         FallbackUsed: logging.INFO,
+        # A hedge is routine: debug, logged as the event's repr.
+        HedgeStarted: logging.DEBUG,
+        HedgeWon: logging.DEBUG,
+        HedgeCancelled: logging.DEBUG,
     }
 )
 """The level of each event type's records. A :class:`StateChanged` to OPEN,

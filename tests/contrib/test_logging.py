@@ -198,3 +198,24 @@ def test_rate_limiter_waits_and_refusals(caplog_all: pytest.LogCaptureFixture) -
         (logging.DEBUG, "rate limiter 'quota': a call waited 1.000s for its slot"),
         (logging.INFO, "rate limiter 'quota' refused a call (it would pass in 2.000s)"),
     ]
+
+
+async def test_hedge_events_are_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    from resilience import Hedge
+    from resilience.contrib.logging import log_events
+    from resilience.testing import FakeClock
+
+    calls: list[int] = []
+
+    async def first_fails() -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("reset")
+        return 1
+
+    hedge = Hedge(2, delay=10.0, name="logged-hedge", clock=FakeClock())
+    with caplog.at_level(logging.DEBUG, logger="resilience"), log_events():
+        assert await hedge.call(first_fails) == 1
+    texts = [r.getMessage() for r in caplog.records if "logged-hedge" in r.getMessage()]
+    assert any("HedgeStarted" in t for t in texts)
+    assert any("HedgeWon" in t for t in texts)
