@@ -116,6 +116,8 @@ def sync_refusal(steps: list[Step], default: Policy) -> str | None:
             if problem is not None:
                 return f"the {what} of step {step.name!r} cannot run a plain call ({problem})"
     problem = sync_problem(default)
-    if problem is not None and any(s.compensate is not None for s in steps):
+    if problem is not None and any(
+        s.compensate is not None and s.compensate_policy is None for s in steps
+    ):
         return f"the saga's compensate_policy cannot run a plain call ({problem})"
     return None

@@ -53,14 +53,14 @@ def call_plain(fn: Any, *args: Any) -> Any:
 
 async def uninterrupted(work: Coroutine[Any, Any, Any]) -> Any:
     """Await ``work`` to its end, whatever cancels the caller meanwhile; a
-    cancellation that came is raised once the work is done."""
+    cancellation that came is raised once the work is done (at once, not at
+    some later checkpoint: in the next step's action)."""
     loop = _running_loop()
     if loop is not None:
-        return await _in_own_task(loop, work)
-    with anyio.CancelScope(shield=True):  # trio: its cancel scopes shield for real
-        result = await work
-    # A cancellation that came meanwhile is raised now, as on asyncio, not
-    # at some later checkpoint (in the next step's action).
+        result = await _in_own_task(loop, work)
+    else:
+        with anyio.CancelScope(shield=True):  # trio: its cancel scopes shield for real
+            result = await work
     await anyio.lowlevel.checkpoint_if_cancelled()
     return result
 

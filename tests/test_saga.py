@@ -609,6 +609,151 @@ async def test_cancelling_a_parallel_group_undoes_its_completed_members() -> Non
     assert ledger.log == ["a", "fast", ("undo", "fast", "fast-result"), ("undo", "a", "a-result")]
 
 
+async def test_a_step_timing_out_under_its_own_policy_is_a_failure_not_a_cancellation() -> None:
+    clock = FakeClock()
+    ledger = Ledger()
+
+    async def slow(ctx: SagaContext) -> str:
+        await clock.sleep(5)
+        return "late"
+
+    saga = Saga(
+        "s",
+        [ledger.step("a"), Step("slow", slow, policy=Timeout(1, clock=clock)), ledger.step("c")],
+    )
+    with pytest.raises(SagaCompensated) as caught:
+        await saga.run()
+    assert isinstance(caught.value.error, resilience.TimeoutError)
+    assert caught.value.step == "slow"
+    assert caught.value.cancelled == ()
+    assert ledger.log == ["a", ("undo", "a", "a-result")]
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_asyncio_timeout_around_a_run_waits_for_the_compensation() -> None:
+    import asyncio
+
+    undone = []
+
+    async def reserve(ctx: SagaContext) -> str:
+        return "r"
+
+    async def release(ctx: SagaContext, result: Any) -> None:
+        await asyncio.sleep(0.02)  # past the timeout's deadline
+        undone.append(result)
+
+    async def hang(ctx: SagaContext) -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    saga = Saga("s", [Step("reserve", reserve, compensate=release), Step("hang", hang)])
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.01):
+            await saga.run()
+    assert undone == ["r"]
+    assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+
+async def test_a_cancelled_plain_step_finishes_in_its_thread_and_is_compensated() -> None:
+    started = threading.Event()
+    release = threading.Event()
+    undone = []
+
+    def blocking(ctx: SagaContext) -> str:
+        started.set()
+        assert release.wait(5)
+        return "done"
+
+    def undo(ctx: SagaContext, result: Any) -> None:
+        undone.append(result)
+
+    after = []
+
+    async def next_step(ctx: SagaContext) -> None:
+        after.append(1)
+
+    saga = Saga("s", [Step("blocking", blocking, compensate=undo), Step("next", next_step)])
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(saga.run)
+            await anyio.to_thread.run_sync(started.wait, 5)
+            scope.cancel()
+            threading.Timer(0.05, release.set).start()
+    assert scope.cancelled_caught
+    assert undone == ["done"]  # it returned: it completed, so it is undone
+    assert after == []  # and nothing started after the cancellation
+    assert saga.stats.steps_completed == 1
+    assert saga.stats.steps_cancelled == 0
+
+
+async def test_a_compensation_failing_in_a_cancelled_run_is_logged_and_noted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    waiting = anyio.Event()
+    notes: list[str] = []
+    events: list[Event] = []
+
+    async def reserve(ctx: SagaContext) -> str:
+        return "r"
+
+    async def release(ctx: SagaContext, result: Any) -> None:
+        raise ConnectionError("warehouse gone")
+
+    async def hang(ctx: SagaContext) -> str:
+        waiting.set()
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    saga = Saga(
+        "order",
+        [Step("reserve", reserve, compensate=release), Step("hang", hang)],
+        compensate_policy=Retry(1),
+    )
+    saga.add_listener(events.append)
+
+    async def run() -> None:
+        try:
+            await saga.run()
+        except anyio.get_cancelled_exc_class() as exc:
+            notes.extend(getattr(exc, "__notes__", []))
+            raise
+
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await waiting.wait()
+            scope.cancel()
+    assert scope.cancelled_caught
+    assert len(notes) == 1
+    assert "compensation failed for 'reserve'" in notes[0]
+    assert "needs manual repair" in notes[0]
+    assert any("compensation failed for 'reserve'" in r.getMessage() for r in caplog.records)
+    states = [e.new_state for e in events if isinstance(e, SagaStateChanged)]
+    assert states == ["running", "compensating", "failed"]
+    assert saga.stats.failed == 1
+    assert saga.stats.cancelled == 1
+
+
+def test_run_sync_interrupted_compensates_then_re_raises() -> None:
+    undone = []
+
+    def reserve(ctx: SagaContext) -> str:
+        return "r"
+
+    def release(ctx: SagaContext, result: Any) -> None:
+        undone.append(result)
+
+    def interrupted(ctx: SagaContext) -> str:
+        raise KeyboardInterrupt
+
+    saga = Saga("s", [Step("reserve", reserve, compensate=release), Step("x", interrupted)])
+    with pytest.raises(KeyboardInterrupt):
+        saga.run_sync()
+    assert undone == ["r"]
+    assert saga.stats.cancelled == 1
+    assert saga.stats.steps_cancelled == 1
+
+
 class CancelAfterReturn(resilience.Policy):
     """A policy still busy after the action returned, when a cancellation comes."""
 
@@ -772,6 +917,10 @@ def test_run_sync_refuses_async_steps_before_running_anything() -> None:
         with pytest.raises(TypeError, match=re.escape(what)):
             saga.run_sync()
     assert ran == []
+    # The saga's compensate_policy serves only the compensations without one.
+    own = Step("p", plain, compensate=lambda ctx, result: None, compensate_policy=Retry(2))
+    assert Saga("s", [own], compensate_policy=Timeout(1)).run_sync() == {"p": None}
+    assert ran == [1]
 
 
 # Events --------------------------------------------------------------------
