@@ -34,6 +34,16 @@ from .policy import Policy
 from .pool import PoolBulkhead
 from .ratelimit import RateLimiter, RateLimiterStatistics
 from .retry import Retry, RetryStatistics
+from .saga import (
+    Parallel,
+    Saga,
+    SagaCompensated,
+    SagaCompensationError,
+    SagaContext,
+    SagaError,
+    SagaStatistics,
+    Step,
+)
 from .timeout import Timeout, TimeoutStatistics
 
 __all__ = [
@@ -52,6 +62,7 @@ __all__ = [
     "HedgeStatistics",
     "LatencyStatistics",
     "LatencyTracker",
+    "Parallel",
     "Pipeline",
     "Policy",
     "PoolBulkhead",
@@ -62,6 +73,13 @@ __all__ = [
     "Retry",
     "RetryBudget",
     "RetryStatistics",
+    "Saga",
+    "SagaCompensated",
+    "SagaCompensationError",
+    "SagaContext",
+    "SagaError",
+    "SagaStatistics",
+    "Step",
     "SystemClock",
     "TimeWindow",
     "Timeout",

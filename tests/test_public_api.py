@@ -46,6 +46,7 @@ FACES = {
     "resilience.backoff": None,
     "resilience.testing": None,
     "resilience.errors": None,
+    "resilience.saga": None,
     "resilience.contrib.httpx": "httpx",
     "resilience.contrib.asgi": "anyio",
     "resilience.contrib.prometheus": "prometheus_client",
