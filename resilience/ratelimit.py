@@ -16,6 +16,7 @@ from ._core.source import snippet
 from ._deadline import _current as _current_deadline
 from ._plan import Inline
 from ._protocol import WAIT
+from ._store import RateBackend, RateStore
 from .errors import RateLimitedError
 from .events import RateLimitRejected, RateLimitWaited
 from .policy import Policy
@@ -23,6 +24,8 @@ from .policy import Policy
 __all__ = ["RateLimiter", "RateLimiterStatistics"]
 
 _NO_KEY: Any = object()
+_UNKEYED: Any = object()  # the limiter's one limit, in a shared-store reservation
+_SHARED: Any = object()  # a reservation's "now" when the shared store is to decide
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +52,10 @@ class RateLimiterStatistics:
 
 class _Pending(threading.local):
     """The reservation that ``admit`` made and ``wait`` waits out: admit and
-    wait run back to back in one task and thread, with nothing between."""
+    wait run back to back in one task and thread, with nothing between.
+    (cell, now, seconds); with a shared store (key, _SHARED, max_wait)."""
 
-    reservation: tuple[RateCell, float, float] | None = None
+    reservation: tuple[Any, Any, float] | None = None
 
 
 class RateLimiter(Policy):
@@ -100,6 +104,7 @@ class RateLimiter(Policy):
         "_rejected",
         "_shared",
         "_step",
+        "_store",
         "_table",
         "_wait_seconds",
         "_waited",
@@ -122,7 +127,17 @@ class RateLimiter(Policy):
         max_keys: int = 10_000,
         name: str | None = None,
         clock: Clock | None = None,
+        backend: RateBackend | None = None,
     ) -> None:
+        if backend is not None:
+            if not callable(getattr(backend, "rate_store", None)):
+                raise TypeError(
+                    f"backend must be a shared store such as RedisBackend, got {backend!r}"
+                )
+            if name is None:
+                raise ValueError(
+                    "a RateLimiter given a backend needs a name: processes share a limit by name"
+                )
         if isinstance(rate, bool) or not isinstance(rate, int | float):
             raise TypeError(f"rate must be a number of calls, got {rate!r}")
         if not (rate > 0 and math.isfinite(rate)):
@@ -162,7 +177,9 @@ class RateLimiter(Policy):
         self._lock = threading.Lock()
         # Without a lock until threads may use it (a sync runner compiled with it).
         self._shared = False
-        self._plain = key is None and not max_wait
+        # Decisions taken elsewhere (a shared store), or None: this table's.
+        self._store: RateStore | None = None if backend is None else backend.rate_store(self)
+        self._plain = key is None and not max_wait and self._store is None
         self._step = cost * self._table.interval  # the TAT's move per call
         self._admitted = self._waited = self._rejected = 0
         self._wait_seconds = 0.0
@@ -233,6 +250,13 @@ class RateLimiter(Policy):
         key = self._key
         if key is not None:
             return self._take_key(key(*args, **kwargs))  # user code: outside the lock
+        return self._take_one(False)
+
+    def _take_one(self, local: bool) -> object:
+        """:meth:`_take` for the limiter's one limit (``local``: here, even
+        with a shared store)."""
+        if self._store is not None and not local:
+            return self._take_shared(_UNKEYED)
         max_wait = self._max_wait
         if max_wait:
             max_wait = self._within_deadline(max_wait)
@@ -248,11 +272,13 @@ class RateLimiter(Policy):
             return True
         return self._verdict(self._cell, now, decision)
 
-    def _take_key(self, key: Hashable) -> object:
+    def _take_key(self, key: Hashable, local: bool = False) -> object:
         """:meth:`_take` for the limit of ``key`` (whatever this limiter's own
         ``key=``: the ASGI middleware picks keys from the request). The
         ticket is the key's cell, which the middleware reads for its
         ``RateLimit`` header."""
+        if self._store is not None and not local:
+            return self._take_shared(key)
         max_wait = self._max_wait
         if max_wait:
             max_wait = self._within_deadline(max_wait)
@@ -271,6 +297,33 @@ class RateLimiter(Policy):
             return cell
         return self._verdict(cell, now, decision)
 
+    def _take_shared(self, key: Hashable) -> object:
+        """With a shared store: a refusal it told of recently is repeated
+        here, without a round trip; anything else is asked in :meth:`wait`."""
+        store = self._store
+        assert store is not None
+        refused = store.refused(None if key is _UNKEYED else key, self._now())
+        if refused is not None:
+            return self._verdict(None, 0.0, -refused)
+        max_wait = self._max_wait
+        if max_wait:
+            max_wait = self._within_deadline(max_wait)
+        self._pending.reservation = (key, _SHARED, max_wait)
+        return WAIT
+
+    def _decided(self, key: Hashable, decision: float | None) -> tuple[object, float]:
+        """The store's answer: the ticket (WAIT: wait locally, the store was
+        unavailable), and the seconds of a slot reserved in the store."""
+        if decision is None:  # unavailable: this process's own limit decides
+            ticket = self._take_one(True) if key is _UNKEYED else self._take_key(key, True)
+            return ticket, 0.0
+        if decision == 0.0:
+            self._admitted += 1
+            return True, 0.0
+        if decision > 0.0:
+            return True, decision
+        return self._verdict(None, 0.0, decision), 0.0  # raises
+
     def _within_deadline(self, max_wait: float) -> float:
         # Never reserve a slot the caller would be cut off before: under
         # overload such slots would be lost, and nobody admitted.
@@ -279,7 +332,7 @@ class RateLimiter(Policy):
             return max_wait
         return min(max_wait, max(0.0, limit.remaining()))
 
-    def _verdict(self, cell: RateCell, now: float, decision: float) -> object:
+    def _verdict(self, cell: RateCell | None, now: float, decision: float) -> object:
         """A decision other than "at once": wait for a reserved slot, or refuse."""
         if decision > 0.0:
             self._pending.reservation = (cell, now, decision)
@@ -290,11 +343,12 @@ class RateLimiter(Policy):
             self._emit(RateLimitRejected(self._name, retry_after))
         raise RateLimitedError(name=self._name, retry_after=retry_after)
 
-    def _reserved_cell(self) -> RateCell:
-        """The cell of the slot :meth:`admit` just reserved (before :meth:`wait`)."""
+    def _reserved_cell(self) -> RateCell | None:
+        """The cell of the slot :meth:`admit` just reserved (before :meth:`wait`);
+        None when a shared store decides (it holds the state, not this table)."""
         reservation = self._pending.reservation
         assert reservation is not None
-        return reservation[0]
+        return None if reservation[1] is _SHARED else reservation[0]
 
     def quota(self, key: Hashable = _NO_KEY) -> tuple[int, float]:
         """The calls that could pass at once now, and the seconds until one
@@ -328,7 +382,7 @@ class RateLimiter(Policy):
         self._shared = True
         self._plain = False
 
-    def _reserved(self) -> tuple[RateCell, float, float]:
+    def _reserved(self) -> tuple[Any, Any, float]:
         pending = self._pending
         reservation = pending.reservation
         if reservation is None:
@@ -336,7 +390,7 @@ class RateLimiter(Policy):
         pending.reservation = None
         return reservation
 
-    def _waited_for(self, cell: RateCell, seconds: float) -> object:
+    def _waited_for(self, cell: RateCell | None, seconds: float) -> object:
         self._admitted += 1
         self._waited += 1
         self._wait_seconds += seconds
@@ -345,8 +399,20 @@ class RateLimiter(Policy):
         return cell
 
     async def wait(self) -> object:
-        """Wait out the slot that :meth:`admit` reserved (on the clock)."""
+        """Wait out the slot that :meth:`admit` reserved (on the clock); with
+        a shared store, ask it first."""
         cell, now, seconds = self._reserved()
+        if now is _SHARED:
+            store = self._store
+            assert store is not None
+            decision = await store.decide(None if cell is _UNKEYED else cell, self._cost, seconds)
+            ticket, seconds = self._decided(cell, decision)
+            if ticket is WAIT:
+                return await self.wait()
+            if not seconds:
+                return ticket
+            await self._clock.sleep(seconds)  # reserved in the store: lost if cancelled
+            return self._waited_for(None, seconds)
         try:
             await self._clock.sleep(seconds)
         except BaseException:
@@ -356,8 +422,20 @@ class RateLimiter(Policy):
         return self._waited_for(cell, seconds)
 
     def wait_sync(self) -> object:
-        """Wait out the reserved slot in this thread (on the clock)."""
+        """Wait out the reserved slot in this thread (on the clock); with a
+        shared store, ask it first."""
         cell, now, seconds = self._reserved()
+        if now is _SHARED:
+            store = self._store
+            assert store is not None
+            decision = store.decide_sync(None if cell is _UNKEYED else cell, self._cost, seconds)
+            ticket, seconds = self._decided(cell, decision)
+            if ticket is WAIT:
+                return self.wait_sync()
+            if not seconds:
+                return ticket
+            self._clock.sleep_sync(seconds)
+            return self._waited_for(None, seconds)
         try:
             self._clock.sleep_sync(seconds)
         except BaseException:

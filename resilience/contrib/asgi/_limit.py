@@ -126,8 +126,10 @@ class RequestLimit:
             raise KeyFailed(f"the key function of RateLimiter {self.limiter.name!r}") from exc
         ticket = self.limiter._take_key(key)
         if self.headers:
-            request.limit = self
-            request.cell = self.limiter._reserved_cell() if ticket is WAIT else ticket
+            cell = self.limiter._reserved_cell() if ticket is WAIT else ticket
+            if cell is not None:  # with a shared store, the fields come on refusals only
+                request.limit = self
+                request.cell = cell
         return ticket
 
     async def wait(self) -> object:

@@ -1,0 +1,48 @@
+"""The protocol between a RateLimiter and a store it shares with other processes."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .ratelimit import RateLimiter
+
+__all__ = ["RateBackend", "RateStore"]
+
+
+class RateStore(Protocol):
+    """Where a :class:`~resilience.RateLimiter` given ``backend=`` takes its
+    decisions. ``key`` is the call's key, None for an unkeyed limiter.
+
+    ``decide`` (and ``decide_sync``) answer as the limiter's own table does:
+    ``0.0`` admitted, seconds ``> 0`` reserved (the caller waits that long),
+    ``< 0`` refused (``-answer`` is the retry-after), or None: the store could
+    not answer in time, and this process's own limit decides instead.
+    ``refused`` repeats a refusal the store gave recently (the seconds left),
+    so that a key over its limit costs no round trip.
+
+    Example::
+
+        class Store:
+            def refused(self, key, now): return None
+            async def decide(self, key, cost, max_wait): return 0.0
+            def decide_sync(self, key, cost, max_wait): return 0.0
+    """
+
+    def refused(self, key: Hashable, now: float) -> float | None: ...
+
+    async def decide(self, key: Hashable, cost: int, max_wait: float) -> float | None: ...
+
+    def decide_sync(self, key: Hashable, cost: int, max_wait: float) -> float | None: ...
+
+
+class RateBackend(Protocol):
+    """What ``RateLimiter(backend=...)`` takes: it makes each limiter's store.
+
+    Example::
+
+        limiter = RateLimiter(100, name="api", backend=RedisBackend(client))
+    """
+
+    def rate_store(self, limiter: RateLimiter) -> RateStore: ...
