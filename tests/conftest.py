@@ -18,3 +18,82 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) 
     # test module has to repeat `pytestmark = pytest.mark.anyio`.
     if inspect.iscoroutinefunction(obj) and collector.istestfunction(obj, name):  # type: ignore[attr-defined]
         pytest.mark.anyio(obj)
+
+
+# -- real Redis (tests/redis_servers.py) --------------------------------------
+# One redis-server and one three-node Redis Cluster per session, started on
+# first use and stopped at session end (in `finally`, after failures too);
+# `fresh_redis_server` is a server of the test's own, for kill/pause faults.
+# Tests share the session's servers: keep to the keys under `redis_prefix`.
+
+import uuid  # noqa: E402  (this section is appended to the file)
+from collections.abc import Iterator  # noqa: E402
+
+from tests.redis_servers import RedisCluster, RedisServer  # noqa: E402
+
+_SHARED_REDIS: list[RedisServer] = []  # the session's servers and cluster nodes
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The session's redis-server (do not kill or pause it: use fresh_redis_server)."""
+    server = RedisServer()
+    try:  # stopped even if starting fails halfway or the session is interrupted
+        _SHARED_REDIS.append(server.start())
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    """The session's three-node Redis Cluster (masters only); `.nodes` is [(host, port)]."""
+    cluster = RedisCluster(3)
+    try:
+        _SHARED_REDIS.extend(cluster.start().servers)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def fresh_redis_server() -> Iterator[RedisServer]:
+    """A redis-server for this test alone: kill(), restart(), pause() it freely."""
+    server = RedisServer()
+    try:
+        yield server.start()
+    finally:
+        server.stop()  # resumes a paused server first
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix unique to the test, with a hash tag ("{t-<hex>}:") so that its
+    keys share one cluster slot; its keys are deleted from the session's servers
+    and cluster afterwards."""
+    prefix = f"{{t-{uuid.uuid4().hex[:12]}}}:"
+    yield prefix
+    for server in _SHARED_REDIS:
+        if server.running and not server.paused:
+            server.delete_prefix(prefix)
+
+
+@pytest.fixture(autouse=True)
+def _redis_left_healthy() -> Iterator[None]:
+    """No test leaves the session's Redis paused or dead (a no-op until one is started)."""
+    yield
+    broken = []
+    for server in _SHARED_REDIS:
+        if server.paused:
+            server.resume()
+            broken.append(f"{server!r} was left paused (resumed)")
+        elif not server.running:
+            broken.append(f"{server!r} was left dead")
+            if not server.cluster:
+                server.restart()
+    if broken:
+        pytest.fail(
+            "a test broke the session's Redis; use fresh_redis_server for faults: "
+            + "; ".join(broken),
+            pytrace=False,
+        )
