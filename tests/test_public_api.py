@@ -50,6 +50,7 @@ FACES = {
     "resilience.contrib.httpx": "httpx",
     "resilience.contrib.asgi": "anyio",
     "resilience.contrib.prometheus": "prometheus_client",
+    "resilience.contrib.redis": "redis",
 }
 
 # Public-looking names a face binds for its own use and deliberately does not

@@ -1,0 +1,31 @@
+"""State shared across processes on Redis and Redis Cluster (extra ``redis``).
+
+A :class:`RedisBackend` given as ``backend=`` to a
+:class:`~resilience.RateLimiter` makes every process that shares the
+limiter's name obey one limit: each decision is one Lua script on Redis's
+clock; a refusal is remembered locally until its retry-after, so a key
+over its limit costs no round trip; while Redis does not answer within
+``store_timeout``, each process decides by its own copy of the limit (so an
+outage admits up to N times the limit for N processes).
+
+Example::
+
+    import redis.asyncio
+    from resilience import RateLimiter
+    from resilience.contrib.redis import RedisBackend
+
+    backend = RedisBackend(redis.asyncio.Redis(host="localhost"), prefix="shop")
+    limiter = RateLimiter(100, per=1.0, name="partner-api", backend=backend)
+"""
+
+try:
+    import redis as _redis  # noqa: F401
+except ImportError as exc:  # pragma: no cover - the extra is missing
+    raise ImportError(
+        'resilience.contrib.redis needs redis-py: pip install "resilience[redis]"'
+    ) from exc
+
+from ._backend import RedisBackend
+from ._limits import RedisRateStore
+
+__all__ = ["RedisBackend", "RedisRateStore"]
