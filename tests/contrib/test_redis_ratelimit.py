@@ -1,0 +1,286 @@
+"""Rate limits shared on a real redis-server and a real three-node Redis Cluster."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import redis
+import redis.asyncio
+
+from resilience import CircuitState, RateLimitedError, RateLimiter
+from resilience.contrib.redis import RedisBackend
+from resilience.testing import FakeClock
+from tests.redis_servers import RedisCluster, RedisServer, asyncio_only
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def unique() -> str:
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+async def ready(backend: RedisBackend) -> None:
+    assert await backend.ready()
+
+
+def evalsha_calls(server: RedisServer) -> int:
+    stats = redis.Redis(port=server.address[1]).info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def work() -> str:
+    return "done"
+
+
+@asyncio_only
+async def test_two_limiters_sharing_a_name_obey_one_limit(redis_server: RedisServer) -> None:
+    client = redis.asyncio.Redis(port=redis_server.address[1])
+    backend = RedisBackend(client, prefix=unique(), store_timeout=1.0)
+    first = RateLimiter(10, burst=3, name="api", backend=backend)
+    second = RateLimiter(10, burst=3, name="api", backend=backend)
+    other = RateLimiter(10, burst=3, name="other-api", backend=backend)
+    await ready(backend)
+    start = time.monotonic()
+    admitted = 0
+    for limiter in (first, second) * 10:
+        try:
+            await limiter.call(work)
+            admitted += 1
+        except RateLimitedError:
+            pass
+    elapsed = time.monotonic() - start
+    # burst + rate * W: one limit between them, however they take turns.
+    assert 3 <= admitted <= 3 + 10 * elapsed + 1
+    assert await other.call(work) == "done"  # another name: a limit of its own
+    await client.aclose()
+
+
+@asyncio_only
+async def test_one_round_trip_per_decision_and_none_for_a_remembered_refusal(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.asyncio.Redis(port=redis_server.address[1])
+    backend = RedisBackend(client, prefix=unique(), store_timeout=1.0)
+    limiter = RateLimiter(1, per=60, name="slow", backend=backend)
+    await ready(backend)
+    before = evalsha_calls(redis_server)
+    assert await limiter.call(work) == "done"
+    with pytest.raises(RateLimitedError) as refused:
+        await limiter.call(work)
+    assert refused.value.retry_after == pytest.approx(60, abs=1)
+    for _ in range(50):  # remembered: refused here, no round trip
+        with pytest.raises(RateLimitedError):
+            await limiter.call(work)
+    assert evalsha_calls(redis_server) - before == 2
+    assert limiter.stats.rejected == 51
+    await client.aclose()
+
+
+@asyncio_only
+async def test_keys_expire_and_keyed_limits_spread(redis_server: RedisServer) -> None:
+    client = redis.asyncio.Redis(port=redis_server.address[1])
+    prefix = unique()
+    backend = RedisBackend(client, prefix=prefix, store_timeout=1.0)
+    limiter = RateLimiter(2, per=10, key=lambda user: user, name="per-user", backend=backend)
+    await ready(backend)
+    for user in ("ann", "bob", "ann", "ann"):
+        try:
+            await limiter.call(lambda user: work(), user)
+        except RateLimitedError:
+            assert user == "ann"
+    keys = sorted(await client.keys(f"{{{prefix}:*"))
+    assert keys == [
+        f"{{{prefix}:rl:per-user:ann}}".encode(),
+        f"{{{prefix}:rl:per-user:bob}}".encode(),
+    ]
+    for key in keys:
+        ttl = await client.pttl(key)
+        assert 0 < ttl <= 10_001  # gone once the limit has fully recovered
+    await client.aclose()
+
+
+@asyncio_only
+async def test_a_corrupt_value_is_overwritten_and_logged_once(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = redis.asyncio.Redis(port=redis_server.address[1])
+    prefix = unique()
+    backend = RedisBackend(client, prefix=prefix, store_timeout=1.0)
+    limiter = RateLimiter(5, name="api", backend=backend)
+    await ready(backend)
+    key = f"{{{prefix}:rl:api}}"
+    with caplog.at_level(logging.WARNING, logger="resilience"):
+        for hostile in ("nan", "inf", "1e999", "-5", "\x80\x04pickle", "99999999999999999999"):
+            await client.set(key, hostile)
+            assert await limiter.call(work) == "done"  # never a crash, never a blocked key
+            stored = float(await client.get(key))
+            assert 0 < stored < 1e17
+        await client.delete(key)
+        await client.rpush(key, "a list")  # another type under our key
+        assert await limiter.call(work) == "done"
+    assert caplog.text.count("no sane arrival time") == 1  # once per key per process
+    await client.aclose()
+
+
+@asyncio_only
+async def test_on_the_cluster_keys_spread_over_the_nodes(redis_cluster: RedisCluster) -> None:
+    host, port = redis_cluster.nodes[0]
+    client = redis.asyncio.RedisCluster(host=host, port=port)
+    backend = RedisBackend(client, prefix=unique(), store_timeout=1.0)
+    limiter = RateLimiter(1, per=60, key=lambda user: user, name="users", backend=backend)
+    await ready(backend)
+    users = [f"user-{n}" for n in range(30)]
+    for user in users:
+        assert await limiter.call(lambda user: work(), user) == "done"
+        with pytest.raises(RateLimitedError):
+            await limiter.call(lambda user: work(), user)
+    slots = {client.keyslot(limiter._store.redis_key(user)) for user in users}  # type: ignore[union-attr]
+    nodes = {client.get_node_from_key(limiter._store.redis_key(user)).port for user in users}  # type: ignore[union-attr]
+    assert len(slots) > 20
+    assert len(nodes) == 3
+    await client.aclose()
+
+
+def test_the_sync_client_shares_the_limit(redis_server: RedisServer) -> None:
+    client = redis.Redis(port=redis_server.address[1], socket_timeout=1.0)
+    backend = RedisBackend(client, prefix=unique())
+    limiter = RateLimiter(1, per=60, name="sync", backend=backend)
+    assert backend.ready_sync()
+    assert limiter.call_sync(lambda: "done") == "done"
+    twin = RateLimiter(1, per=60, name="sync", backend=backend)  # as another process would
+    with pytest.raises(RateLimitedError):
+        twin.call_sync(lambda: "done")
+
+
+@asyncio_only
+async def test_redis_killed_then_back_calls_never_fail_and_sharing_resumes(
+    fresh_redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    client = redis.asyncio.Redis(port=fresh_redis_server.address[1])
+    backend = RedisBackend(client, prefix=unique(), store_timeout=0.2, clock=clock)
+    limiter = RateLimiter(1000, name="api", backend=backend)
+    await ready(backend)
+    assert await limiter.call(work) == "done"
+    fresh_redis_server.kill()
+    for _ in range(20):  # decided by this process's own limit: no call fails
+        assert await limiter.call(work) == "done"
+    assert backend.breaker.state is CircuitState.OPEN  # and Redis is no longer asked
+    fresh_redis_server.restart()
+    clock.advance(1.0)  # the store breaker lets a trial through
+    with anyio.fail_after(5):
+        while backend.breaker.state is not CircuitState.CLOSED or not backend.loaded:
+            assert await limiter.call(work) == "done"
+            await anyio.sleep(0.01)
+    assert evalsha_calls(fresh_redis_server) > 0  # shared again (the scripts reloaded)
+    await client.aclose()
+
+
+@asyncio_only
+async def test_a_paused_redis_slows_no_call_beyond_the_store_timeout(
+    fresh_redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    client = redis.asyncio.Redis(port=fresh_redis_server.address[1])
+    backend = RedisBackend(client, prefix=unique(), store_timeout=0.05, clock=clock)
+    limiter = RateLimiter(1000, name="api", backend=backend)
+    await ready(backend)
+    fresh_redis_server.pause()
+    slowest = 0.0
+    for _ in range(10):
+        start = time.monotonic()
+        assert await limiter.call(work) == "done"
+        slowest = max(slowest, time.monotonic() - start)
+    # redis-py 8 alone would hold a call for 5 s or more; never near that here.
+    assert slowest < 1.0
+    assert backend.breaker.state is CircuitState.OPEN  # after three, not asked at all
+    fresh_redis_server.resume()
+    await client.aclose()
+
+
+def test_on_trio_a_call_fails_with_a_clear_error(redis_server: RedisServer) -> None:
+    import trio
+
+    client = redis.asyncio.Redis(port=redis_server.address[1])
+    limiter = RateLimiter(5, name="api", backend=RedisBackend(client, prefix=unique()))
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="asyncio only"):
+            await limiter.call(work)
+
+    trio.run(main)
+
+
+def test_bad_settings_are_refused_naming_the_parameter() -> None:
+    client = redis.asyncio.Redis(port=1)
+    with pytest.raises(ValueError, match="needs a name"):
+        RateLimiter(5, backend=RedisBackend(client))
+    with pytest.raises(TypeError, match="backend must be"):
+        RateLimiter(5, name="x", backend="redis://localhost")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="client must be"):
+        RedisBackend("redis://localhost")
+    with pytest.raises(ValueError, match="prefix"):
+        RedisBackend(client, prefix="{tag}")
+    with pytest.raises(ValueError, match="store_timeout"):
+        RedisBackend(client, store_timeout=0)
+
+
+def test_four_processes_sharing_one_limit_admit_at_most_burst_plus_rate_times_w(
+    redis_server: RedisServer,
+) -> None:
+    prefix, rate, burst = unique(), 20.0, 5
+    workers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.redis_limit_worker",
+                str(redis_server.address[1]),
+                prefix,
+                str(rate),
+                str(burst),
+                "400",
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().strip() == "ready"
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        reports: list[dict[str, Any]] = []
+        for worker in workers:
+            out, _ = worker.communicate(timeout=60)
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    times = sorted(t for report in reports for t in report["admitted"])
+    window = times[-1] - times[0]
+    assert len(times) >= burst  # the burst at least went through
+    # The bound, in the whole span and in every one-second window of it. The
+    # times are the workers' clocks after each call returned, not Redis's at
+    # its decision: 0.1 s of slack for that.
+    assert len(times) <= burst + rate * (window + 0.1)
+    for i, start in enumerate(times):
+        inside = sum(1 for t in times[i:] if t <= start + 1.0)
+        assert inside <= burst + rate * 1.1
+    assert sum(report["refused"] for report in reports) > 0
