@@ -101,6 +101,7 @@ class RateLimiter(Policy):
         "_now",
         "_pending",
         "_plain",
+        "_plain_keyed",
         "_rejected",
         "_shared",
         "_step",
@@ -180,6 +181,8 @@ class RateLimiter(Policy):
         # Decisions taken elsewhere (a shared store), or None: this table's.
         self._store: RateStore | None = None if backend is None else backend.rate_store(self)
         self._plain = key is None and not max_wait and self._store is None
+        # The same, for a limit keyed by its caller (the ASGI middleware's).
+        self._plain_keyed = not max_wait and self._store is None
         self._step = cost * self._table.interval  # the TAT's move per call
         self._admitted = self._waited = self._rejected = 0
         self._wait_seconds = 0.0
@@ -380,7 +383,7 @@ class RateLimiter(Policy):
     def _threads(self) -> None:
         """A sync runner was compiled with this limiter: take the lock from now on."""
         self._shared = True
-        self._plain = False
+        self._plain = self._plain_keyed = False
 
     def _reserved(self) -> tuple[Any, Any, float]:
         pending = self._pending

@@ -28,7 +28,7 @@ from typing import Any
 
 from .source import snippet
 
-__all__ = ["ADMIT", "RateCell", "RateTable"]
+__all__ = ["ADMIT", "CELL", "RateCell", "RateTable"]
 
 # Comparisons forgive this fraction of an emission interval: the rounding of
 # ``n * T`` against ``now``, never a whole slot.
@@ -48,6 +48,19 @@ ADMIT = """\
 {ok} = {x}n - {x}t <= {table}._reach
 if {ok}:
     {cell}.tat = {x}n"""
+
+# A key's cell, most recently used now, as source written once: the table's
+# cell_for is compiled from it, and so is the ASGI middleware's per-client
+# fast path. {table}: the RateTable, {cells}: its dict, {key}, {now}, {cell}:
+# the local that gets the cell. The table stays within max_keys: cells that
+# have fully recovered go first (they hold nothing a fresh cell would not),
+# then the least recently used.
+CELL = """\
+{cell} = {cells}.pop({key}, None)
+if {cell} is None:
+    {cell} = {table}._new_cell({key}, {now})
+else:
+    {cells}[{key}] = {cell}"""
 
 # How many of the least recently used keys eviction looks at for a recovered one.
 _SCAN = 8
@@ -104,17 +117,14 @@ class RateTable:
         """Seconds per slot (``per / rate``)."""
         return self._interval
 
-    def cell_for(self, key: Hashable, now: float) -> RateCell:
-        """The key's cell, most recently used now; the table stays within
-        ``max_keys``: cells that have fully recovered go first (they hold
-        nothing a fresh cell would not), then the least recently used."""
+    cell_for: Callable[[Hashable, float], RateCell]
+
+    def _new_cell(self, key: Hashable, now: float) -> RateCell:
+        """A fresh cell for ``key``, most recently used; room made first."""
         cells = self._cells
-        cell = cells.pop(key, None)
-        if cell is None:
-            cell = RateCell()
-            if len(cells) >= self._max_keys:
-                self._evict(now - self._origin)
-        cells[key] = cell
+        if len(cells) >= self._max_keys:
+            self._evict(now - self._origin)
+        cell = cells[key] = RateCell()
         return cell
 
     def _evict(self, t: float) -> None:
@@ -209,3 +219,18 @@ def _compile_decide() -> Callable[..., float]:
 
 
 RateTable.decide = _compile_decide()
+
+
+def _compile_cell_for() -> Callable[..., RateCell]:
+    body = snippet(
+        CELL, "    ", table="self", cells="self._cells", key="key", now="now", cell="cell"
+    )
+    namespace: dict[str, Any] = {}
+    exec(f"def cell_for(self, key, now):\n{body}\n    return cell\n", {}, namespace)
+    cell_for: Callable[..., RateCell] = namespace["cell_for"]
+    cell_for.__doc__ = """The key's cell, most recently used now (the table stays within
+        ``max_keys``: recovered cells go first, then the least recently used)."""
+    return cell_for
+
+
+RateTable.cell_for = _compile_cell_for()

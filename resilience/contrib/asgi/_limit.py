@@ -28,6 +28,8 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from resilience import RateLimiter
+from resilience._core.gcra import ADMIT, CELL
+from resilience._core.source import snippet
 from resilience.lowlevel import WAIT, Inline
 
 if TYPE_CHECKING:
@@ -87,14 +89,19 @@ class RequestLimit:
 
     __slots__ = (
         "available",
+        "cells",
         "cost",
+        "fast",
         "headers",
         "item",
         "key",
+        "lim",
         "limiter",
         "now",
         "policy",
         "states",
+        "step",
+        "table",
     )
 
     _internal = True  # the limiter's own counters and events report it
@@ -112,11 +119,18 @@ class RequestLimit:
         self.item = _sf_string(limiter.name)
         q, w = _window(limiter.rate, limiter.per, limiter._cost)
         self.policy = (b"ratelimit-policy", b"%s;q=%d;w=%d" % (self.item, q, w))
-        # What stamp() reads per response, bound once.
+        # What stamp() and the fast path read per request, bound once.
         self.available = limiter._table.available
         self.now = limiter._now
         self.cost = limiter._cost
         self.states: dict[tuple[int, float], tuple[bytes, bytes]] = {}
+        self.lim = limiter
+        self.table = limiter._table
+        self.cells = limiter._table._cells
+        self.step = limiter._step
+        # The default key (the client's address) is read in the compiled
+        # fast path itself; a key function of the user's runs in take().
+        self.fast = self.key is client_address
 
     def take(self, scope: Scope, request: Request) -> object:
         """Admit the request (its cell), ask to wait (WAIT), or refuse."""
@@ -175,12 +189,41 @@ class RequestLimit:
         raise RuntimeError("the middleware's rate limit runs only inside its own chain")
 
 
+# The common case, compiled into the middleware's chain: the default key,
+# a limiter that never waits, has no shared store and no threads, and
+# admits. The cell look-up and the admission test are the rate table's own
+# source (resilience._core.gcra); anything else goes through take().
+_CELL = snippet(
+    CELL, "    ", table="{g}.table", cells="{g}.cells", key="{t}k", now="{t}w", cell="{t}c"
+)
+_ADMIT = snippet(
+    ADMIT, "    ", table="{g}.table", cell="{t}c", now="{t}w", step="{g}.step", ok="{t}", x="{t}"
+)
 _SOURCE = Inline(
     # The app is called with (scope, receive, request.send).
     admit="""
-        {t} = {g}.take({args}[0], {args}[2].__self__)
-        {wait}
-    """,
+{t}s = {args}[0]
+{t}r = {args}[2].__self__
+{t} = False
+if {g}.fast and {g}.lim._plain_keyed:
+    {t}k = {t}s.get("client")
+    {t}k = {t}k[0] if {t}k else None
+    {t}w = {g}.now()
+"""
+    + _CELL
+    + "\n"
+    + _ADMIT
+    + """
+if {t}:
+    {g}.lim._admitted += 1
+    {t} = {t}c
+    if {g}.headers:
+        {t}r.limit = {g}
+        {t}r.cell = {t}c
+else:
+    {t} = {g}.take({t}s, {t}r)
+    {wait}
+""",
     settle="""
         pass
     """,
