@@ -30,6 +30,7 @@ T = TypeVar("T")
 # How often a quantile delay is read from the tracker again, in seconds.
 _REFRESH = 1.0
 _get_ident = _backend.get_ident
+_new_watch = object.__new__
 _running_loop = _backend.running_loop
 _current_task = _backend.current_task
 _QUANTILE = re.compile(r"p(\d{1,2}(?:\.\d+)?)")
@@ -265,7 +266,14 @@ class Hedge(Policy):
             # own (the calls in the old one keep it).
             queue = DeadlineQueue(loop, self._clock)
             self._cache = (_get_ident(), loop, queue, delay)
-        watch = Watch(self, task, (fn, args, kwargs, reject, delay))
+        # Watch(self, task, call), without the __init__ frame: the hot path.
+        watch = _new_watch(Watch)
+        watch.hedge = self
+        watch.caller = watch.task = task
+        watch.cancelling = task.cancelling()
+        watch.call = (fn, args, kwargs, reject, delay)
+        watch.race = watch.coordinator = None
+        watch.cancelled = watch.done = False
         start = queue.now()
         watch.at = start + delay
         queue.add(watch)
