@@ -35,6 +35,14 @@ from resilience.events import (
     RateLimitWaited,
     RetryExhausted,
     RetryScheduled,
+    SagaCompensationFailed,
+    SagaCompensationStarted,
+    SagaStateChanged,
+    SagaStepCancelled,
+    SagaStepCompensated,
+    SagaStepCompleted,
+    SagaStepFailed,
+    SagaStepStarted,
     StateChanged,
     TimedOut,
 )
@@ -58,6 +66,16 @@ DEFAULT_LEVELS: Mapping[type[Event], int] = MappingProxyType(
         HedgeStarted: logging.DEBUG,
         HedgeWon: logging.DEBUG,
         HedgeCancelled: logging.DEBUG,
+        # A saga's steps are routine; a failure, and above all a failed
+        # compensation (the run needs a human), are not.
+        SagaStateChanged: logging.INFO,
+        SagaStepStarted: logging.DEBUG,
+        SagaStepCompleted: logging.DEBUG,
+        SagaStepFailed: logging.WARNING,
+        SagaStepCancelled: logging.INFO,
+        SagaCompensationStarted: logging.INFO,
+        SagaStepCompensated: logging.INFO,
+        SagaCompensationFailed: logging.ERROR,
     }
 )
 """The level of each event type's records. A :class:`StateChanged` to OPEN,

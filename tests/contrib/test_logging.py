@@ -219,3 +219,31 @@ async def test_hedge_events_are_logged_at_debug(caplog: pytest.LogCaptureFixture
     texts = [r.getMessage() for r in caplog.records if "logged-hedge" in r.getMessage()]
     assert any("HedgeStarted" in t for t in texts)
     assert any("HedgeWon" in t for t in texts)
+
+
+async def test_a_failed_compensation_is_logged_as_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from resilience import Retry, Saga, SagaCompensationError, Step, backoff
+    from resilience.contrib.logging import log_events
+
+    async def reserve(ctx: object) -> str:
+        return "r-1"
+
+    async def release(ctx: object, reservation: str) -> None:
+        raise ConnectionError("inventory service down")
+
+    async def charge(ctx: object) -> None:
+        raise ValueError("card declined")
+
+    saga = Saga(
+        "logged-order",
+        steps=[Step("reserve", reserve, compensate=release), Step("charge", charge)],
+        compensate_policy=Retry(1, backoff=backoff.immediate()),
+    )
+    with caplog.at_level(logging.DEBUG, logger="resilience"), log_events():
+        with pytest.raises(SagaCompensationError):
+            await saga.run(None)
+    levels = {r.levelno for r in caplog.records if "logged-order" in r.getMessage()}
+    assert logging.ERROR in levels  # the failed compensation: needs a human
+    assert logging.WARNING in levels  # the failed step
