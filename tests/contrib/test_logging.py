@@ -241,9 +241,12 @@ async def test_a_failed_compensation_is_logged_as_an_error(
         steps=[Step("reserve", reserve, compensate=release), Step("charge", charge)],
         compensate_policy=Retry(1, backoff=backoff.immediate()),
     )
-    with caplog.at_level(logging.DEBUG, logger="resilience"), log_events():
-        with pytest.raises(SagaCompensationError):
-            await saga.run(None)
+    with (
+        caplog.at_level(logging.DEBUG, logger="resilience"),
+        log_events(),
+        pytest.raises(SagaCompensationError),
+    ):
+        await saga.run(None)
     levels = {r.levelno for r in caplog.records if "logged-order" in r.getMessage()}
     assert logging.ERROR in levels  # the failed compensation: needs a human
     assert logging.WARNING in levels  # the failed step
