@@ -6,7 +6,7 @@ import contextlib
 import inspect
 import threading
 from collections.abc import Callable
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ._clock import Clock
 from ._core.breaker import REJECTED, BreakerMachine, CircuitBreakerStatistics
@@ -19,7 +19,7 @@ from .errors import CircuitOpenError
 from .events import CallRejected, CircuitState, StateChanged, global_listeners
 from .policy import Policy
 
-__all__ = ["CircuitBreaker", "CircuitBreakerStatistics"]
+__all__ = ["BreakerBackend", "BreakerStore", "CircuitBreaker", "CircuitBreakerStatistics"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -39,6 +39,27 @@ _DEFAULT_WINDOW = CountWindow(100)
 _DEFAULTS: dict[str, Any] = {}  # CircuitBreaker's keyword defaults, filled below the class
 
 _fresh_error = CircuitOpenError._fresh
+
+
+class BreakerStore(Protocol):
+    """Where a :class:`CircuitBreaker` given ``backend=`` shares its state.
+
+    The store works in the background (no call waits on it): it collects
+    the breaker's counts and trials, publishes its transitions and applies
+    the shared state to it (see ``resilience.contrib.redis``). ``start``
+    is called on the breaker's first call (and raises if it cannot run
+    there); ``control`` publishes a manual control already applied here.
+    """
+
+    def start(self) -> None: ...
+
+    def control(self, operation: str) -> None: ...
+
+
+class BreakerBackend(Protocol):
+    """What ``CircuitBreaker(backend=...)`` takes: it makes each breaker's store."""
+
+    def breaker_store(self, breaker: CircuitBreaker) -> BreakerStore: ...
 
 
 class CircuitBreaker(Policy):
@@ -75,6 +96,20 @@ class CircuitBreaker(Policy):
     readable at any time. Every state change emits a ``StateChanged``
     event, every rejection a ``CallRejected``.
 
+    ``backend`` (a ``resilience.contrib.redis.RedisBackend``) shares the
+    breaker's state with every breaker of the same ``name`` on it, in any
+    process: it needs a name and a :class:`TimeWindow` (ValueError
+    otherwise; ``consecutive_failures`` counts one process's calls and is
+    refused too). Calls still make no round trip: outcomes are counted here
+    and flushed every ``sync_interval`` by a background task (on asyncio;
+    a daemon thread with a sync client), which trips the shared breaker on
+    every process's window, hands out the half-open trials
+    (``half_open_calls`` in total), publishes manual controls and applies
+    the shared state here, so a breaker opened elsewhere is seen within
+    about ``sync_interval``. While Redis cannot be reached, the breaker
+    decides on its own state. An asyncio client runs on asyncio only: on
+    trio, a call fails with a clear RuntimeError.
+
     Sync calls (:meth:`call_sync`, decorated plain functions) are safe from
     many threads. Async calls on an event loop take no lock until the
     breaker serves sync calls (a sync call, a decorated plain function, a
@@ -98,12 +133,14 @@ class CircuitBreaker(Policy):
         "_config",
         "_core",
         "_fast",
+        "_idle",
         "_lock",
         "_now",
         "_outcomes",
         "_plain",
         "_shared",
         "_slow_after",
+        "_store",
         "_timing",
     )
 
@@ -127,9 +164,12 @@ class CircuitBreaker(Policy):
         ignore: ExceptionFilter = (),
         failure_result: Callable[[Any], bool] | None = None,
         clock: Clock | None = None,
+        backend: BreakerBackend | None = None,
     ) -> None:
         if not isinstance(window, CountWindow | TimeWindow):
             raise TypeError(f"window must be a CountWindow or a TimeWindow, got {window!r}")
+        if backend is not None:
+            _check_backend(backend, name, window, consecutive_failures)
         failure_rate = rate("failure_rate", failure_rate)
         slow_call_rate = rate("slow_call_rate", slow_call_rate)
         minimum = count("minimum_calls", minimum_calls, 1)
@@ -164,6 +204,7 @@ class CircuitBreaker(Policy):
             "ignore": ignore,
             "failure_result": failure_result,
             "clock": clock,
+            "backend": backend,
         }
         self._config: dict[str, Any] = {
             key: value for key, value in given.items() if value is not _DEFAULTS[key]
@@ -198,6 +239,24 @@ class CircuitBreaker(Policy):
         # ...and a success needs no classifying (no failure_result), the one
         # test the hot path of settle makes besides the ticket's type.
         self._plain = self._fast and outcomes.failure_result is None
+        # With a backend, calls take the slow path until its background
+        # work runs (the first call starts it): see _sharing().
+        self._store: BreakerStore | None = None
+        self._idle = False
+        if backend is not None:
+            self._store = backend.breaker_store(self)
+            self._sharing(False)
+
+    @property
+    def store(self) -> BreakerStore | None:
+        """The shared store given by ``backend`` (None without one)."""
+        return self._store
+
+    def _sharing(self, running: bool) -> None:
+        """The store's background work started (running) or ended: calls
+        take the fast path again, or the slow one, which starts it."""
+        self._idle = not running
+        self._fast = running and not self._shared and self._timing != _BOTH
 
     def derive(self, *, name: str | None = None, **overrides: Any) -> CircuitBreaker:
         """A new breaker with this one's configuration and listeners, in its own
@@ -264,7 +323,7 @@ class CircuitBreaker(Policy):
 
             breaker.open()   # e.g. the dependency announced maintenance
         """
-        self._control(self._core.open, self._now())
+        self._control("open", self._core.open, self._now())
 
     def close(self) -> None:
         """Close with an empty window (nothing happens if already closed).
@@ -273,7 +332,7 @@ class CircuitBreaker(Policy):
 
             breaker.close()
         """
-        self._control(self._core.close)
+        self._control("close", self._core.close)
 
     def force_open(self) -> None:
         """Reject every call until :meth:`close`, :meth:`reset` or :meth:`disable`.
@@ -282,7 +341,7 @@ class CircuitBreaker(Policy):
 
             breaker.force_open()   # retry_after is None: it will not reopen by itself
         """
-        self._control(self._core.force_open)
+        self._control("force_open", self._core.force_open)
 
     def disable(self) -> None:
         """Let every call through and record nothing, until :meth:`close` or :meth:`reset`.
@@ -291,7 +350,7 @@ class CircuitBreaker(Policy):
 
             breaker.disable()
         """
-        self._control(self._core.disable)
+        self._control("disable", self._core.disable)
 
     def reset(self) -> None:
         """Closed with an empty window, whatever the state (running totals are kept).
@@ -300,13 +359,16 @@ class CircuitBreaker(Policy):
 
             breaker.reset()
         """
-        self._control(self._core.reset)
+        self._control("reset", self._core.reset)
 
-    def _control(self, operation: Callable[..., None], *args: float) -> None:
-        """A manual state change: apply it under the lock, then report it."""
+    def _control(self, name: str, operation: Callable[..., None], *args: float) -> None:
+        """A manual state change: apply it under the lock (and publish it to
+        the shared store), then report it."""
         with self._lock:
             operation(*args)
             changes = self._core.take_changes()
+            if self._store is not None:
+                self._store.control(name)
         self._report(changes)
 
     # The guard ------------------------------------------------------------------
@@ -354,6 +416,8 @@ class CircuitBreaker(Policy):
         self._fast = self._plain = False
 
     def _admit_slow(self) -> object:
+        if self._idle:
+            self._store.start()  # type: ignore[union-attr]
         if self._shared:
             return self._admit()
         core = self._core
@@ -454,6 +518,27 @@ class CircuitBreaker(Policy):
     def __repr__(self) -> str:
         core = self._core
         return f"<CircuitBreaker {self._name!r} {core.state.value} window={core.window!r}>"
+
+
+def _check_backend(
+    backend: object, name: str | None, window: Window, consecutive_failures: int | None
+) -> None:
+    if not callable(getattr(backend, "breaker_store", None)):
+        raise TypeError(f"backend must be a shared store such as RedisBackend, got {backend!r}")
+    if name is None:
+        raise ValueError(
+            "a CircuitBreaker given a backend needs a name: processes share a breaker by name"
+        )
+    if not isinstance(window, TimeWindow):
+        raise ValueError(
+            "a CircuitBreaker given a backend needs a TimeWindow: processes add up their "
+            f"calls per second, not their last N calls; got {window!r}"
+        )
+    if consecutive_failures is not None:
+        raise ValueError(
+            "consecutive_failures counts one process's calls in a row and cannot be shared; "
+            "a CircuitBreaker given a backend trips on its failure_rate"
+        )
 
 
 _DEFAULTS.update(

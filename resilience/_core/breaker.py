@@ -28,12 +28,13 @@ The rules are resilience4j's, as settled in the design notes:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from resilience.events import CircuitState
 
 from .windows import CountWindow, Window
 
-__all__ = ["REJECTED", "UNRECORDED", "BreakerMachine", "CircuitBreakerStatistics"]
+__all__ = ["REJECTED", "UNRECORDED", "BreakerMachine", "BreakerRules", "CircuitBreakerStatistics"]
 
 REJECTED = -1
 """Permit answer: the call must not run."""
@@ -45,6 +46,20 @@ _OPEN = CircuitState.OPEN
 _HALF_OPEN = CircuitState.HALF_OPEN
 _FORCED_OPEN = CircuitState.FORCED_OPEN
 _DISABLED = CircuitState.DISABLED
+_NEVER = 2**62
+"""A count no window or half-open round reaches: a rule left to a shared store."""
+
+
+class BreakerRules(NamedTuple):
+    """The settings a shared store decides by (:meth:`BreakerMachine.rules`)."""
+
+    failure_rate: float
+    minimum_calls: int
+    slow_call_rate: float
+    open_duration: float
+    open_duration_max: float | None
+    half_open_calls: int
+    half_open_max_wait: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +106,11 @@ class BreakerMachine:
 
     __slots__ = (
         "_consecutive_limit",
+        "_decide_at",
         "_failure_rate",
         "_half_open_calls",
         "_half_open_max_wait",
+        "_local_rules",
         "_minimum_calls",
         "_open_duration",
         "_open_duration_max",
@@ -106,6 +123,7 @@ class BreakerMachine:
         "open_for",
         "opened_at",
         "rejected_total",
+        "shared",
         "slow_total",
         "state",
         "streak",
@@ -113,6 +131,7 @@ class BreakerMachine:
         "transitions",
         "trial_at",
         "trial_failures",
+        "trial_quota",
         "trial_slow",
         "trials_done",
         "trials_issued",
@@ -146,6 +165,12 @@ class BreakerMachine:
         self._open_duration_max = open_duration_max
         self._half_open_calls = half_open_calls
         self._half_open_max_wait = half_open_max_wait
+        self._local_rules = (minimum_calls, half_open_max_wait)
+        self.shared = False
+        """Whether a shared store takes the decisions (see :meth:`share`)."""
+        self.trial_quota = half_open_calls
+        """The trials this machine may issue in a half-open round."""
+        self._decide_at = half_open_calls
 
         self.state = _CLOSED
         self.epoch = 0
@@ -196,6 +221,8 @@ class BreakerMachine:
 
     def _half_open_at(self, now: float) -> None:
         self.half_open_at = now
+        # Shared, the round's trials are handed out by the store.
+        self.trial_quota = 0 if self.shared else self._half_open_calls
         self.trials_issued = self.trials_done = 0
         self.trial_failures = self.trial_slow = 0
         self._move(_HALF_OPEN)
@@ -247,7 +274,7 @@ class BreakerMachine:
         if state is not _FORCED_OPEN:
             state = self.poll(now)
             if state is _HALF_OPEN:
-                if self.trials_issued < self._half_open_calls:
+                if self.trials_issued < self.trial_quota:
                     self.trials_issued += 1
                     return self.epoch
             elif state is _CLOSED:  # pragma: no cover - time alone never closes
@@ -316,7 +343,7 @@ class BreakerMachine:
             if slow:
                 self.trial_slow += 1
             done = self.trials_done
-            if done >= self._half_open_calls:
+            if done >= self._decide_at:
                 if (self.trial_failures / done >= self._failure_rate) or (
                     self.trial_slow / done >= self._slow_call_rate
                 ):
@@ -380,6 +407,68 @@ class BreakerMachine:
     def reset(self) -> None:
         """CLOSED with an empty window, whatever the state."""
         self._close()
+
+    # Shared state ------------------------------------------------------------
+
+    def rules(self) -> BreakerRules:
+        minimum, max_wait = self._local_rules
+        return BreakerRules(
+            self._failure_rate,
+            minimum,
+            self._slow_call_rate,
+            self._open_duration,
+            self._open_duration_max,
+            self._half_open_calls,
+            max_wait,
+        )
+
+    def share(self, on: bool) -> None:
+        """Leave to a shared store (on) the decisions it takes for every
+        process, or take them here again (off, while it cannot be reached):
+        the trip on the closed window, the end of a half-open round and
+        ``half_open_max_wait``. Shared, a half-open round issues only the
+        trials the store handed out (:attr:`trial_quota`); the window and
+        the trials' outcomes are still counted here, for the store to collect."""
+        if on is self.shared:
+            return
+        self.shared = on
+        if on:
+            self._minimum_calls = _NEVER
+            self._half_open_max_wait = None
+            self._decide_at = _NEVER
+            self.trial_quota = self.trials_issued
+        else:
+            self._minimum_calls, self._half_open_max_wait = self._local_rules
+            self._decide_at = self.trial_quota = self._half_open_calls
+
+    def adopt(self, state: CircuitState, now: float, left: float, open_for: float) -> None:
+        """Enter ``state`` as a shared store decided it: a new period (a new
+        epoch) even when already in it. OPEN ends ``left`` seconds from
+        ``now`` and lasts ``open_for``; HALF_OPEN starts with no trial to
+        issue (the store hands them out)."""
+        if state is _OPEN:
+            self.open_for = open_for
+            self.trial_at = now + left
+            self.opened_at = self.trial_at - open_for
+            self._move(_OPEN)
+        elif state is _HALF_OPEN:
+            self._half_open_at(now)
+        elif state is _CLOSED:
+            self._close()
+        else:
+            self._move(state)
+
+    def hand_back(self, keep: bool) -> tuple[int, int, int, int]:
+        """Shared: the trial permits not used yet, given back to the store
+        unless ``keep``, and the trials done, failed and slow since the last
+        call: ``(returned, done, failed, slow)``, zeroed here."""
+        returned = 0
+        if not keep:
+            returned = max(self.trial_quota - self.trials_issued, 0)
+            self.trial_quota -= returned
+        done, failed, slow = self.trials_done, self.trial_failures, self.trial_slow
+        self.trials_done = self.trial_failures = self.trial_slow = 0
+        return returned, done, failed, slow
 
     def take_changes(self) -> list[tuple[CircuitState, CircuitState]]:
         """The state changes since the last call, for the shell to report."""

@@ -26,6 +26,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
     ) from exc
 
 from ._backend import RedisBackend
+from ._breakers import RedisBreakerStore
 from ._limits import RedisRateStore
 
-__all__ = ["RedisBackend", "RedisRateStore"]
+__all__ = ["RedisBackend", "RedisBreakerStore", "RedisRateStore"]

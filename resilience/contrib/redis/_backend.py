@@ -22,6 +22,7 @@ from ._scripts import GCRA
 if TYPE_CHECKING:
     from resilience import RateLimiter
 
+    from ._breakers import RedisBreakerStore
     from ._limits import RedisRateStore
 
 __all__ = ["RedisBackend"]
@@ -137,6 +138,12 @@ class RedisBackend:
         from ._limits import RedisRateStore
 
         return RedisRateStore(self, limiter)
+
+    def breaker_store(self, breaker: CircuitBreaker) -> RedisBreakerStore:
+        """The shared state of one breaker (what ``CircuitBreaker(backend=)`` asks)."""
+        from ._breakers import RedisBreakerStore
+
+        return RedisBreakerStore(self, breaker)
 
     # The scripts --------------------------------------------------------
 
