@@ -13,6 +13,9 @@ breaker's window and open duration scale down for runs shorter than 30 s, so
 that it opens in the failing phase and closes again in the recovering one.
 
 Run: python -m examples.demo [--duration SECONDS] [--clients N] [--seed N] [--check]
+(--fleet runs examples/demo_fleet.py instead: worker processes sharing one
+rate limit and one breaker on a local redis-server; the options after it
+are that demo's.)
 Ends by itself (30 s by default) with a per-phase summary, a summary and a
 self-check (the rows and the summaries agree; with --check, the breaker must
 also have opened and closed again). Ctrl-C ends it early: the load stops
@@ -737,6 +740,11 @@ def _quiet_uvicorn_errors() -> Iterator[None]:
 
 
 def cli(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--fleet" in argv:  # `make demo ARGS=--fleet`: the other options are the fleet's
+        from examples import demo_fleet
+
+        return demo_fleet.cli([arg for arg in argv if arg != "--fleet"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds (default 30)")
     parser.add_argument("--clients", type=int, default=40, help="concurrent callers (default 40)")
@@ -745,6 +753,12 @@ def cli(argv: list[str] | None = None) -> int:
         "--check",
         action="store_true",
         help="also fail (exit 1) when the breaker did not open and close again",
+    )
+    parser.add_argument(
+        "--fleet",
+        action="store_true",
+        help="the fleet demo instead: worker processes sharing one rate limit and one "
+        "breaker on a local redis-server (its options: --fleet --help)",
     )
     args = parser.parse_args(argv)
     if args.duration <= 0:

@@ -58,6 +58,15 @@ EXPECTED = {
         "per key: no key from 203.0.113.7, 198.51.100.4, 203.0.113.7 -> [200, 200, 429]",
         "ratelimit_asgi: every check passed",
     ),
+    "demo_fleet.py": (
+        "fleet demo: 2 worker processes",
+        "summary: 2 workers",
+        "one limit: ",
+        "outage: Redis killed at",
+        "rejoin: every worker shared again after the restart",
+        "breaker: every worker saw it open within",
+        "self-check passed: one limit while shared, tripped together, no call failed",
+    ),
     "redis_fleet.py": (
         "fleet: 3 worker processes share RateLimiter(50, burst=10, name='partner-api')",
         "shared: worker 1 admitted",
@@ -83,7 +92,11 @@ EXPECTED = {
     ),
 }
 # --check: the demo also fails unless its breaker opened and closed again.
-ARGS = {"demo.py": ["--duration", "2", "--clients", "5", "--check"]}
+ARGS = {
+    "demo.py": ["--duration", "2", "--clients", "5", "--check"],
+    # --check: one limit while shared, tripped together, no call failed, shared again.
+    "demo_fleet.py": ["--duration", "8", "--workers", "2", "--check"],
+}
 
 
 def test_every_example_has_an_expectation() -> None:
