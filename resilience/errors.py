@@ -111,9 +111,26 @@ class RateLimitedError(ResilienceError):
     retry_after: float | None
 
     def __init__(self, *, name: str, retry_after: float | None) -> None:
-        wait = "never" if retry_after is None else f"in {retry_after:.3f}s"
-        super().__init__(f"rate limiter {name!r} refused the call; it would pass {wait}", name=name)
+        # The message is built only if someone reads it (__str__), as for
+        # CircuitOpenError: a key over its limit is refused again and again.
+        super().__init__("", name=name)
+        self.args = ()
         self.retry_after = retry_after
+
+    @classmethod
+    def _fresh(cls, name: str, retry_after: float | None) -> RateLimitedError:
+        """What the constructor builds, without its ``__init__`` chain."""
+        error = cls.__new__(cls)
+        error.name = name
+        error.retry_after = retry_after
+        return error
+
+    def __str__(self) -> str:
+        wait = "never" if self.retry_after is None else f"in {self.retry_after:.3f}s"
+        return f"rate limiter {self.name!r} refused the call; it would pass {wait}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, retry_after={self.retry_after!r})"
 
 
 class BulkheadFullError(ResilienceError):

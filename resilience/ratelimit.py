@@ -23,6 +23,7 @@ from .policy import Policy
 
 __all__ = ["RateLimiter", "RateLimiterStatistics"]
 
+_fresh_refusal = RateLimitedError._fresh
 _NO_KEY: Any = object()
 _UNKEYED: Any = object()  # the limiter's one limit, in a shared-store reservation
 _SHARED: Any = object()  # a reservation's "now" when the shared store is to decide
@@ -319,13 +320,15 @@ class RateLimiter(Policy):
         unavailable), and the seconds of a slot reserved in the store."""
         if decision is None:  # unavailable: this process's own limit decides
             ticket = self._take_one(True) if key is _UNKEYED else self._take_key(key, True)
+            if ticket.__class__ is RateLimitedError:
+                raise ticket
             return ticket, 0.0
         if decision == 0.0:
             self._admitted += 1
             return True, 0.0
         if decision > 0.0:
             return True, decision
-        return self._verdict(None, 0.0, decision), 0.0  # raises
+        raise self._verdict(None, 0.0, decision)  # type: ignore[misc]  # a refusal
 
     def _within_deadline(self, max_wait: float) -> float:
         # Never reserve a slot the caller would be cut off before: under
@@ -336,7 +339,9 @@ class RateLimiter(Policy):
         return min(max_wait, max(0.0, limit.remaining()))
 
     def _verdict(self, cell: RateCell | None, now: float, decision: float) -> object:
-        """A decision other than "at once": wait for a reserved slot, or refuse."""
+        """A decision other than "at once": wait for a reserved slot (WAIT),
+        or a refusal, returned for the caller to raise (from the plan's own
+        frame: a raise through the frames between costs more than the rest)."""
         if decision > 0.0:
             self._pending.reservation = (cell, now, decision)
             return WAIT
@@ -344,7 +349,7 @@ class RateLimiter(Policy):
         retry_after = None if decision == -math.inf else -decision
         if self._observed():
             self._emit(RateLimitRejected(self._name, retry_after))
-        raise RateLimitedError(name=self._name, retry_after=retry_after)
+        return _fresh_refusal(self._name, retry_after)
 
     def _reserved_cell(self) -> RateCell | None:
         """The cell of the slot :meth:`admit` just reserved (before :meth:`wait`);
@@ -488,11 +493,14 @@ _INLINE = Inline(
             {g}._admitted += 1
         else:
             {t} = {g}._take({args}, {kwargs})
+            if {t}.__class__ is {n}Refused:
+                raise {t}
             {wait}
     """,
     settle="""
         pass
     """,
+    names={"Refused": RateLimitedError},
 )
 RateLimiter._inline_source = _INLINE  # type: ignore[attr-defined]
 RateLimiter.admit = _INLINE.method(

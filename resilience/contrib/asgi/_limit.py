@@ -27,7 +27,7 @@ import math
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
-from resilience import RateLimiter
+from resilience import RateLimitedError, RateLimiter
 from resilience._core.gcra import ADMIT, CELL
 from resilience._core.source import snippet
 from resilience.lowlevel import WAIT, Inline
@@ -139,6 +139,8 @@ class RequestLimit:
         except Exception as exc:
             raise KeyFailed(f"the key function of RateLimiter {self.limiter.name!r}") from exc
         ticket = self.limiter._take_key(key)
+        if ticket.__class__ is RateLimitedError:
+            raise ticket
         if self.headers:
             cell = self.limiter._reserved_cell() if ticket is WAIT else ticket
             if cell is not None:  # with a shared store, the fields come on refusals only

@@ -118,7 +118,6 @@ class RedisBackend:
         self._guard = CircuitBreaker(
             f"{prefix}:redis",
             consecutive_failures=3,
-            minimum_calls=1,
             open_duration=1.0,
             record=_STORE_ERRORS,
             clock=clock,
