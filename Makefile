@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[all]' --group dev
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) redis
 	$(BIN)/python -m examples.demo $(ARGS)
 
 lint: $(STAMP)
@@ -29,9 +29,9 @@ docs: $(STAMP)
 test: lint typecheck docs redis
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# redis-server for the shared breaker state over Redis, which is not built
-# yet (no issue asks for it); `make test` installs it so that a clean machine
-# is set up as the project's setup contract says.
+# redis-server for the state shared on Redis (rate limits, breakers): the
+# tests start real servers on free ports, and `make demo ARGS=--fleet` one of
+# its own; installed when missing, as the setup contract says.
 redis:
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
 
