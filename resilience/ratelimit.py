@@ -93,6 +93,7 @@ class RateLimiter(Policy):
 
     __slots__ = (
         "_admitted",
+        "_backend",
         "_cell",
         "_cost",
         "_key",
@@ -179,6 +180,7 @@ class RateLimiter(Policy):
         self._lock = threading.Lock()
         # Without a lock until threads may use it (a sync runner compiled with it).
         self._shared = False
+        self._backend = backend
         # Decisions taken elsewhere (a shared store), or None: this table's.
         self._store: RateStore | None = None if backend is None else backend.rate_store(self)
         self._plain = key is None and not max_wait and self._store is None
@@ -199,8 +201,9 @@ class RateLimiter(Policy):
         )
 
     def derive(self, *, name: str | None = None) -> RateLimiter:
-        """A new limiter with this one's settings and listeners, in its own
-        state (per-host limiters are made this way).
+        """A new limiter with this one's settings, listeners and backend, in
+        its own state (per-host limiters are made this way; with a backend,
+        each shares its own name's limit across processes).
 
         Example::
 
@@ -217,6 +220,7 @@ class RateLimiter(Policy):
             max_keys=self._max_keys,
             name=name,
             clock=self._clock,
+            backend=self._backend,
         )
         derived._listeners = self._listeners
         return derived

@@ -284,3 +284,32 @@ def test_four_processes_sharing_one_limit_admit_at_most_burst_plus_rate_times_w(
         inside = sum(1 for t in times[i:] if t <= start + 1.0)
         assert inside <= burst + rate * 1.1
     assert sum(report["refused"] for report in reports) > 0
+
+
+@asyncio_only
+async def test_per_host_limiters_of_the_httpx_transport_share_their_host_limit(
+    redis_server: RedisServer,
+) -> None:
+    import httpx
+
+    from resilience.contrib.httpx import AsyncResilientTransport, HTTPRateLimitedError
+
+    client = redis.asyncio.Redis(port=redis_server.address[1])
+    backend = RedisBackend(client, prefix=unique(), store_timeout=1.0)
+    await ready(backend)
+
+    def transport() -> AsyncResilientTransport:
+        template = RateLimiter(1, per=60, name="api", backend=backend)
+        upstream = httpx.MockTransport(lambda request: httpx.Response(200))
+        return AsyncResilientTransport(upstream, rate_limit=template)
+
+    # Two processes' transports: the host's limit is one across them.
+    async with (
+        httpx.AsyncClient(transport=transport()) as one,
+        httpx.AsyncClient(transport=transport()) as two,
+    ):
+        assert (await one.get("https://a.test/")).status_code == 200
+        with pytest.raises(HTTPRateLimitedError):
+            await two.get("https://a.test/")
+        assert (await two.get("https://b.test/")).status_code == 200  # another host
+    await client.aclose()
