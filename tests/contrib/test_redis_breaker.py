@@ -246,6 +246,43 @@ async def test_a_failed_trial_reopens_the_shared_breaker(redis_server: RedisServ
 
 
 @asyncio_only
+async def test_a_round_outliving_half_open_max_wait_reopens_on_redis_s_clock(
+    redis_server: RedisServer,
+) -> None:
+    port, prefix = redis_server.address[1], unique()
+    clients = [redis.asyncio.Redis(port=port) for _ in range(2)]
+    clock = FakeClock()
+    first, second = (shared(client, prefix, clock, half_open_max_wait=0.1) for client in clients)
+    await first.call(ok)
+    await second.call(ok)
+    first.open()
+    await eventually(lambda: second.state is OPEN)
+    clock.advance(31)
+    hung = anyio.Event()
+    async with anyio.create_task_group() as tg:
+
+        async def trial() -> None:
+            with anyio.fail_after(3):
+                while True:
+                    try:
+                        await second.call(hung.wait)
+                        return
+                    except CircuitOpenError:
+                        await anyio.sleep(INTERVAL / 2)
+
+        tg.start_soon(trial)
+        # The trial hangs: 0.1 s later (Redis's clock) the round has failed.
+        await eventually(lambda: first.state is OPEN and second.state is OPEN)
+        hung.set()
+    with pytest.raises(CircuitOpenError) as refused:
+        await first.call(ok)
+    assert refused.value.retry_after == pytest.approx(30, abs=1)
+    await stop(first, second)
+    for client in clients:
+        await client.aclose()
+
+
+@asyncio_only
 async def test_manual_controls_act_on_the_shared_state(redis_server: RedisServer) -> None:
     port, prefix = redis_server.address[1], unique()
     clients = [redis.asyncio.Redis(port=port) for _ in range(2)]

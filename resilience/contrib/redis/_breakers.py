@@ -14,7 +14,6 @@ import hashlib
 import logging
 import math
 import threading
-import time
 import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -100,13 +99,13 @@ class RedisBreakerStore:
         "_ops",
         "_pending",
         "_rejected",
+        "_round_lock",
         "_rules",
         "_seen",
         "_serial",
         "_stopped",
         "_task",
         "_wake",
-        "_window",
         "_window_seconds",
         "window",
     )
@@ -156,6 +155,7 @@ class RedisBreakerStore:
         self._serial = 0
         self._connected: bool | None = None
         self._busy = False
+        self._round_lock = threading.Lock()
         self._stopped = False
         self._task: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -291,8 +291,6 @@ class RedisBreakerStore:
 
     def refresh_sync(self) -> bool:
         """:meth:`refresh` with a sync client."""
-        while self._busy:
-            time.sleep(0.001)
         return self._round_sync()
 
     async def _round(self) -> bool:
@@ -316,6 +314,10 @@ class RedisBreakerStore:
             self._busy = False
 
     def _round_sync(self) -> bool:
+        with self._round_lock:  # the thread's rounds and refresh_sync()
+            return self._round_sync_locked()
+
+    def _round_sync_locked(self) -> bool:
         self._busy = True
         try:
             serial = self._serial
