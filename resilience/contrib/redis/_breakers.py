@@ -73,7 +73,22 @@ class RedisBreakerStore:
     ``{<prefix>:cb:<name>}``, a hash of the state (state, epoch, when it
     opened and for how long on Redis's clock, the half-open round), and
     ``{<prefix>:cb:<name>}:w``, the closed window's per-second counts of the
-    current epoch. Both hold plain integers and expire.
+    current epoch. Both hold plain integers and expire (the state a day
+    after the last process used it, the window with its seconds). A value
+    that is not a sane integer is treated as absent and overwritten, and
+    logged once per key per process. Processes sharing a breaker should
+    share its settings: a value outside this process's (an open duration
+    beyond its ``open_duration_max``) counts as corrupt.
+
+    The background work is an asyncio task with a ``redis.asyncio`` client
+    (started by the breaker's first call, which must run on asyncio: on
+    trio it fails with a RuntimeError saying so) and a daemon thread with a
+    sync client. Each round is one script, bounded by the backend's
+    ``store_timeout`` and its store breaker (``backend.breaker``); while
+    rounds fail, the breaker decides on its own state, and it shares again
+    at the first round that succeeds. A state Redis lost (a restart) is
+    told what this process knew (open, forced open, disabled), unless
+    another process has changed it since.
 
     Example::
 
