@@ -1,4 +1,5 @@
-"""The protocol between a RateLimiter and a store it shares with other processes."""
+"""The protocols between a policy (a RateLimiter, a CircuitBreaker) and a
+store it shares with other processes (resilience.contrib.redis)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from .breaker import CircuitBreaker
     from .ratelimit import RateLimiter
 
-__all__ = ["RateBackend", "RateStore"]
+__all__ = ["BreakerBackend", "BreakerStore", "RateBackend", "RateStore"]
 
 
 class RateStore(Protocol):
@@ -46,3 +48,24 @@ class RateBackend(Protocol):
     """
 
     def rate_store(self, limiter: RateLimiter) -> RateStore: ...
+
+
+class BreakerStore(Protocol):
+    """Where a :class:`~resilience.CircuitBreaker` given ``backend=`` shares its state.
+
+    The store works in the background (no call waits on it): it collects
+    the breaker's counts and trials, publishes its transitions and applies
+    the shared state to it (see ``resilience.contrib.redis``). ``start``
+    is called on the breaker's first call (and raises if it cannot run
+    there); ``control`` publishes a manual control already applied here.
+    """
+
+    def start(self) -> None: ...
+
+    def control(self, operation: str) -> None: ...
+
+
+class BreakerBackend(Protocol):
+    """What ``CircuitBreaker(backend=...)`` takes: it makes each breaker's store."""
+
+    def breaker_store(self, breaker: CircuitBreaker) -> BreakerStore: ...

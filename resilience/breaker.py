@@ -6,7 +6,7 @@ import contextlib
 import inspect
 import threading
 from collections.abc import Callable
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from ._clock import Clock
 from ._core.breaker import REJECTED, BreakerMachine, CircuitBreakerStatistics
@@ -14,6 +14,7 @@ from ._core.windows import CountWindow, TimeWindow, Window
 from ._matchers import ExceptionFilter
 from ._outcomes import FAILED, IGNORED, Outcomes
 from ._plan import Inline
+from ._store import BreakerBackend, BreakerStore
 from ._validate import count, optional_seconds, rate, seconds
 from .errors import CircuitOpenError
 from .events import CallRejected, CircuitState, StateChanged, global_listeners
@@ -39,27 +40,6 @@ _DEFAULT_WINDOW = CountWindow(100)
 _DEFAULTS: dict[str, Any] = {}  # CircuitBreaker's keyword defaults, filled below the class
 
 _fresh_error = CircuitOpenError._fresh
-
-
-class BreakerStore(Protocol):
-    """Where a :class:`CircuitBreaker` given ``backend=`` shares its state.
-
-    The store works in the background (no call waits on it): it collects
-    the breaker's counts and trials, publishes its transitions and applies
-    the shared state to it (see ``resilience.contrib.redis``). ``start``
-    is called on the breaker's first call (and raises if it cannot run
-    there); ``control`` publishes a manual control already applied here.
-    """
-
-    def start(self) -> None: ...
-
-    def control(self, operation: str) -> None: ...
-
-
-class BreakerBackend(Protocol):
-    """What ``CircuitBreaker(backend=...)`` takes: it makes each breaker's store."""
-
-    def breaker_store(self, breaker: CircuitBreaker) -> BreakerStore: ...
 
 
 class CircuitBreaker(Policy):
