@@ -24,6 +24,11 @@ Our guards do; a user's guard needs nothing of the sort to run everywhere.
 Observers (:func:`add_observer`) are told each policy's span of each call;
 with none registered they cost one test per call.
 
+The rate limiter's fast path is source too: :data:`RATE_ADMIT` (the GCRA
+admission test) and :data:`RATE_CELL` (a key's cell, least recently used
+last), placed with :func:`snippet`; the ASGI middleware compiles its
+per-client limit from them rather than copying the arithmetic.
+
 For integrations that keep a deadline of their own (the ASGI middleware's
 moving request budget), :data:`deadline_var` is the context variable that
 holds the deadline in force (:func:`resilience.current_deadline` reads it),
@@ -61,6 +66,9 @@ Example::
 """
 
 from ._backend import current_task, running_loop
+from ._core.gcra import ADMIT as RATE_ADMIT
+from ._core.gcra import CELL as RATE_CELL
+from ._core.source import snippet
 from ._deadline import _current as deadline_var
 from ._plan import Inline, Plan, add_observer, remove_observer
 from ._protocol import WAIT, CallObserver, Flow, FlowRun, Guard
@@ -73,6 +81,8 @@ from .retry import RetryRun
 from .timeout import DeadlineGuard
 
 __all__ = [
+    "RATE_ADMIT",
+    "RATE_CELL",
     "WAIT",
     "CallObserver",
     "DeadlineGuard",
@@ -93,4 +103,5 @@ __all__ = [
     "mark_template",
     "remove_observer",
     "running_loop",
+    "snippet",
 ]

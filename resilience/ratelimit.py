@@ -482,16 +482,7 @@ _INLINE = Inline(
         if {g}._plain:
             {t}b = {g}._table
 """
-    + snippet(
-        ADMIT,
-        "            ",
-        table="{t}b",
-        cell="{g}._cell",
-        now="{g}._now()",
-        step="{g}._step",
-        ok="{t}",
-        x="{t}",
-    )
+    + _FAST
     + """
         if {t}:
             {g}._admitted += 1

@@ -28,9 +28,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from resilience import RateLimitedError, RateLimiter
-from resilience._core.gcra import ADMIT, CELL
-from resilience._core.source import snippet
-from resilience.lowlevel import WAIT, Inline
+from resilience.lowlevel import RATE_ADMIT, RATE_CELL, WAIT, Inline, snippet
 
 if TYPE_CHECKING:
     from ._request import Message, Request, Scope
@@ -194,12 +192,20 @@ class RequestLimit:
 # The common case, compiled into the middleware's chain: the default key,
 # a limiter that never waits, has no shared store and no threads, and
 # admits. The cell look-up and the admission test are the rate table's own
-# source (resilience._core.gcra); anything else goes through take().
+# source (resilience.lowlevel.RATE_CELL, RATE_ADMIT); anything else goes
+# through take().
 _CELL = snippet(
-    CELL, "    ", table="{g}.table", cells="{g}.cells", key="{t}k", now="{t}w", cell="{t}c"
+    RATE_CELL, "    ", table="{g}.table", cells="{g}.cells", key="{t}k", now="{t}w", cell="{t}c"
 )
 _ADMIT = snippet(
-    ADMIT, "    ", table="{g}.table", cell="{t}c", now="{t}w", step="{g}.step", ok="{t}", x="{t}"
+    RATE_ADMIT,
+    "    ",
+    table="{g}.table",
+    cell="{t}c",
+    now="{t}w",
+    step="{g}.step",
+    ok="{t}",
+    x="{t}",
 )
 _SOURCE = Inline(
     # The app is called with (scope, receive, request.send).
