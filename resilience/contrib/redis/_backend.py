@@ -218,10 +218,61 @@ class RedisBackend:
         finally:
             self._task = None
 
-    # One decision --------------------------------------------------------
+    # One script call ---------------------------------------------------------
+
+    async def run_script(
+        self, script: str, sha: str, keys: tuple[str, ...], args: tuple[Any, ...]
+    ) -> list[Any] | None:
+        """Run ``script`` (``EVALSHA``; ``EVAL``, which loads it, on NOSCRIPT)
+        within ``store_timeout``, behind the store breaker; None when Redis
+        cannot answer (the caller decides on its own state)."""
+        guard = self._guard
+        try:
+            ticket = guard.admit()
+        except CircuitOpenError:
+            return None
+        error: BaseException | None = None
+        reply = None
+        try:
+            async with asyncio.timeout(self.store_timeout):
+                try:
+                    reply = await self._client.evalsha(sha, len(keys), *keys, *args)
+                except NoScriptError:  # flushed, or a new or restarted node
+                    reply = await self._client.eval(script, len(keys), *keys, *args)
+        except _STORE_ERRORS as exc:
+            error = exc
+        except BaseException:  # cancelled: the store did not fail
+            guard.settle(ticket, None, None)
+            raise
+        guard.settle(ticket, error, reply)
+        return None if error is not None else reply
+
+    def run_script_sync(
+        self, script: str, sha: str, keys: tuple[str, ...], args: tuple[Any, ...]
+    ) -> list[Any] | None:
+        """:meth:`run_script` with the sync client (its socket timeout bounds it)."""
+        guard = self._guard
+        try:
+            ticket = guard.admit()
+        except CircuitOpenError:
+            return None
+        error: BaseException | None = None
+        reply = None
+        try:
+            try:
+                reply = self._client.evalsha(sha, len(keys), *keys, *args)
+            except NoScriptError:
+                reply = self._client.eval(script, len(keys), *keys, *args)
+        except _STORE_ERRORS as exc:
+            error = exc
+        guard.settle(ticket, error, reply)
+        return None if error is not None else reply
+
+    # One rate-limit decision ----------------------------------------------
 
     async def evaluate(self, key: str, args: tuple[int, ...]) -> list[Any] | None:
-        """Run the script on ``key``; None when Redis cannot answer in time."""
+        """Run the GCRA script on ``key``; None when Redis cannot answer in
+        time, or the script is not loaded yet (decide here)."""
         if not self._is_async:
             raise TypeError(
                 f"RedisBackend {self.prefix!r} has a sync client: async calls need a "
@@ -232,27 +283,10 @@ class RedisBackend:
         sha = self._loaded()
         if sha is None:
             return None
-        try:
-            ticket = self._guard.admit()
-        except CircuitOpenError:
-            return None
-        error: BaseException | None = None
-        reply = None
-        try:
-            async with asyncio.timeout(self.store_timeout):
-                reply = await self._client.evalsha(sha, 1, key, *args)
-        except NoScriptError:
-            self._sha = None  # flushed, or a new node: load again, decide here
-        except _STORE_ERRORS as exc:
-            error = exc
-        except BaseException as exc:  # cancelled: the store did not fail
-            self._guard.settle(ticket, None, None)
-            raise exc from None
-        self._guard.settle(ticket, error, reply)
-        return reply
+        return await self.run_script(GCRA, sha, (key,), args)
 
     def evaluate_sync(self, key: str, args: tuple[int, ...]) -> list[Any] | None:
-        """:meth:`evaluate` with the sync client (its socket timeout bounds it)."""
+        """:meth:`evaluate` with the sync client."""
         if self._is_async:
             raise TypeError(
                 f"RedisBackend {self.prefix!r} has an asyncio client: plain calls need a "
@@ -261,20 +295,7 @@ class RedisBackend:
         sha = self._loaded()
         if sha is None:
             return None
-        try:
-            ticket = self._guard.admit()
-        except CircuitOpenError:
-            return None
-        error: BaseException | None = None
-        reply = None
-        try:
-            reply = self._client.evalsha(sha, 1, key, *args)
-        except NoScriptError:
-            self._sha = None
-        except _STORE_ERRORS as exc:
-            error = exc
-        self._guard.settle(ticket, error, reply)
-        return reply
+        return self.run_script_sync(GCRA, sha, (key,), args)
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.prefix!r} client={self._client!r}>"

@@ -18,9 +18,9 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
-from resilience import CircuitOpenError, CircuitState, TimeWindow
+from resilience import CircuitState, TimeWindow
 
 from ._scripts import BREAKER_CONTROL, BREAKER_SYNC
 
@@ -354,49 +354,11 @@ class RedisBreakerStore:
 
     async def _call(self, script: str, args: tuple[Any, ...]) -> list[Any] | None:
         """One script, bounded by store_timeout, behind the store's breaker."""
-        backend = self._backend
-        guard = backend.breaker
-        try:
-            ticket = guard.admit()
-        except CircuitOpenError:
-            return None
-        client = backend.client
-        error: BaseException | None = None
-        reply = None
-        try:
-            async with asyncio.timeout(backend.store_timeout):
-                try:
-                    reply = await client.evalsha(_SHAS[script], 2, *self._keys, *args)
-                except NoScriptError:  # a new or restarted server: EVAL loads it
-                    reply = await client.eval(script, 2, *self._keys, *args)
-        except _STORE_ERRORS as exc:
-            error = exc
-        except BaseException:  # cancelled: the store did not fail
-            guard.settle(ticket, None, None)
-            raise
-        guard.settle(ticket, error, reply)
-        return None if error is not None else reply
+        return await self._backend.run_script(script, _SHAS[script], self._keys, args)
 
     def _call_sync(self, script: str, args: tuple[Any, ...]) -> list[Any] | None:
         """:meth:`_call` with the sync client (its socket timeout bounds it)."""
-        backend = self._backend
-        guard = backend.breaker
-        try:
-            ticket = guard.admit()
-        except CircuitOpenError:
-            return None
-        client = backend.client
-        error: BaseException | None = None
-        reply = None
-        try:
-            try:
-                reply = client.evalsha(_SHAS[script], 2, *self._keys, *args)
-            except NoScriptError:
-                reply = client.eval(script, 2, *self._keys, *args)
-        except _STORE_ERRORS as exc:
-            error = exc
-        guard.settle(ticket, error, reply)
-        return None if error is not None else reply
+        return self._backend.run_script_sync(script, _SHAS[script], self._keys, args)
 
     # What a round sends and what it does with the answer ------------------
 
