@@ -32,10 +32,8 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,10 +41,10 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from examples._redis_server import HOST, RedisServer
 from resilience import CircuitState, RateLimitedError, RateLimiter
 from resilience.contrib.redis import RedisBackend
 
-HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 3
 RATE, BURST = 50.0, 10  # per second, for the whole fleet
@@ -60,91 +58,6 @@ SLACK = 0.1
 
 
 # -- a redis-server of our own ----------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind((HOST, 0))
-        return int(probe.getsockname()[1])
-
-
-class Server:
-    """One redis-server on 127.0.0.1 in a temporary directory (no RDB, no AOF)."""
-
-    def __init__(self, binary: str) -> None:
-        self.binary = binary
-        self.directory = tempfile.mkdtemp(prefix="redis-fleet-")
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, port: int | None = None) -> None:
-        """Start on ``port`` or, when None, a free one (another after a bind race)."""
-        for _ in range(1 if port else 10):
-            self.port = port or free_port()
-            argv = [
-                self.binary,
-                "--bind", HOST,
-                "--port", str(self.port),
-                "--dir", self.directory,
-                "--save", "",
-                "--appendonly", "no",
-                "--logfile", os.path.join(self.directory, "redis.log"),
-            ]  # fmt: skip
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            if self._answers():
-                return
-        raise RuntimeError(f"redis-server did not start on port {self.port}:\n{self.log()}")
-
-    def _answers(self) -> bool:
-        """True once this process answers; False if it exited (its port was taken)."""
-        assert self.process is not None
-        client = redis.Redis(host=HOST, port=self.port, socket_timeout=0.5)
-        deadline = time.monotonic() + 10.0
-        try:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    return False
-                try:
-                    if client.info("server")["process_id"] == self.process.pid:
-                        return True
-                except redis.RedisError:
-                    time.sleep(0.01)
-        finally:
-            client.close()
-        raise RuntimeError(f"redis-server did not answer within 10 s:\n{self.log()}")
-
-    def kill(self) -> None:
-        """SIGKILL: connections drop, new ones are refused."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5.0)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def evalsha_calls(self) -> int:
-        with redis.Redis(host=HOST, port=self.port, socket_timeout=2.0) as client:
-            stats = client.info("commandstats")
-        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
-
-    def log(self) -> str:
-        try:
-            with open(os.path.join(self.directory, "redis.log")) as log:
-                return log.read()[-2000:]
-        except OSError:
-            return ""
 
 
 # -- one worker process -------------------------------------------------------
@@ -259,7 +172,7 @@ def check_one_limit(phase: str, reports: list[dict[str, Any]]) -> None:
     assert BURST <= total <= bound, (total, bound)
 
 
-def fleet(server: Server) -> None:
+def fleet(server: RedisServer) -> None:
     workers = [
         subprocess.Popen(
             [sys.executable, "-m", "examples.redis_fleet", "--worker", str(server.port)],
@@ -334,7 +247,7 @@ def main() -> int:
             + (" (CI=true: failing)" if in_ci else ""),
         )
         return 1 if in_ci else 0
-    server = Server(binary)
+    server = RedisServer(binary, "redis-fleet-")
     try:
         server.start()
         fleet(server)
