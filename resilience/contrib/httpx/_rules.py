@@ -8,6 +8,7 @@ import email.utils
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from datetime import UTC
 from typing import Any
@@ -22,6 +23,7 @@ __all__ = [
     "RETRYABLE_STATUSES",
     "ServerError",
     "Settings",
+    "add_idempotency_key",
     "parse_retry_after",
 ]
 
@@ -32,6 +34,9 @@ RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 """Statuses retried by default (idempotent requests only)."""
 
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
+# The methods draft-ietf-httpapi-idempotency-key-header is for: the others
+# are idempotent already.
+_KEYED_METHODS = frozenset({"POST", "PATCH"})
 # Nothing reached the server: safe to retry whatever the method.
 _NOTHING_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 
@@ -121,6 +126,24 @@ def replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream)
 
 
+def add_idempotency_key(request: httpx.Request) -> None:
+    """Give a POST or PATCH without an ``Idempotency-Key`` a fresh one: a
+    UUID4 quoted as the structured-field String the draft asks for.
+
+    Written into the request's own headers, so every attempt of it (retries,
+    hedges) carries the same key, and :func:`_idempotent` then treats it as
+    it treats a caller's key. A caller's key is never replaced.
+
+    Example::
+
+        request = httpx.Request("POST", "https://api.test/orders")
+        add_idempotency_key(request)
+        request.headers["Idempotency-Key"]   # '"5b0c...-..."'
+    """
+    if request.method in _KEYED_METHODS and "idempotency-key" not in request.headers:
+        request.headers["Idempotency-Key"] = f'"{uuid.uuid4()}"'
+
+
 def _idempotent(request: httpx.Request) -> bool:
     # An Idempotency-Key header is the caller's promise that a repeat is safe.
     return request.method in IDEMPOTENT_METHODS or "idempotency-key" in request.headers
@@ -208,6 +231,7 @@ class Settings:
         "breaker",
         "bulkhead",
         "hosts",
+        "keys",
         "lock",
         "max_hosts",
         "max_retry_after",
@@ -235,6 +259,7 @@ class Settings:
         max_hosts: int,
         max_retry_after: float,
         retry_statuses: Collection[int],
+        idempotency_keys: bool,
         sync: bool,
     ) -> None:
         for param, value, kind in (
@@ -248,8 +273,9 @@ class Settings:
                 raise TypeError(f"{param} must be a {kind.__name__} or None, got {value!r}")
         if isinstance(policies, Policy) or not all(isinstance(p, Policy) for p in policies):
             raise TypeError(f"policies must be a sequence of Policy instances, got {policies!r}")
-        if not isinstance(per_host, bool):
-            raise TypeError(f"per_host must be a bool, got {per_host!r}")
+        for flag, on in (("per_host", per_host), ("idempotency_keys", idempotency_keys)):
+            if not isinstance(on, bool):
+                raise TypeError(f"{flag} must be a bool, got {on!r}")
         if isinstance(max_hosts, bool) or not isinstance(max_hosts, int):
             raise TypeError(f"max_hosts must be an int, got {max_hosts!r}")
         if max_hosts < 1:
@@ -273,6 +299,8 @@ class Settings:
         self.rate_limit = rate_limit
         self.sync = sync
         self.per_host = per_host
+        # Whether POST and PATCH requests without a key get one.
+        self.keys = idempotency_keys
         self.max_hosts = max_hosts
         self.max_retry_after = float(max_retry_after)
         self.statuses = statuses

@@ -11,7 +11,14 @@ import httpx
 from resilience import Bulkhead, CircuitBreaker, Hedge, Policy, RateLimiter, Retry, Timeout
 
 from ._errors import translate
-from ._rules import RETRYABLE_STATUSES, ServerError, Settings, _idempotent, replayable
+from ._rules import (
+    RETRYABLE_STATUSES,
+    ServerError,
+    Settings,
+    _idempotent,
+    add_idempotency_key,
+    replayable,
+)
 
 __all__ = ["AsyncResilientTransport", "ResilientTransport"]
 
@@ -54,6 +61,13 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
       whose body can be replayed: a slow attempt gets another, and the
       first response whose status is not in ``retry_statuses`` wins. Every
       other response is closed; every other attempt cancelled.
+    - ``idempotency_keys``: when True, a POST or PATCH without an
+      ``Idempotency-Key`` header gets one (a quoted UUID4, as
+      draft-ietf-httpapi-idempotency-key-header asks), written into the
+      request before its first attempt, so its retries and hedges carry the
+      same key; the key makes it retryable as a key of your own does. A key
+      you set is kept. Off by default: a server that ignores the header
+      would run a retried POST twice.
 
     Every response discarded for a retry is closed first; the final one is
     returned unread. Our rejections are raised as httpx errors too:
@@ -85,6 +99,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
         max_retry_after: float = 60.0,
         retry_statuses: Collection[int] = RETRYABLE_STATUSES,
         hedge: Hedge | None = None,
+        idempotency_keys: bool = False,
     ) -> None:
         if hedge is not None and not isinstance(hedge, Hedge):
             raise TypeError(f"hedge must be a Hedge or None, got {hedge!r}")
@@ -107,6 +122,7 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
             max_hosts=max_hosts,
             max_retry_after=max_retry_after,
             retry_statuses=retry_statuses,
+            idempotency_keys=idempotency_keys,
             sync=False,
         )
         self._hedge = hedge
@@ -120,6 +136,8 @@ class AsyncResilientTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
+        if settings.keys:
+            add_idempotency_key(request)
         host = settings.shared or settings.host_for(request)
         attempt = host.run
         send = self._transport.handle_async_request
@@ -224,6 +242,7 @@ class ResilientTransport(httpx.BaseTransport):
         max_retry_after: float = 60.0,
         retry_statuses: Collection[int] = RETRYABLE_STATUSES,
         hedge: Hedge | None = None,
+        idempotency_keys: bool = False,
     ) -> None:
         if hedge is not None:
             raise TypeError(
@@ -256,6 +275,7 @@ class ResilientTransport(httpx.BaseTransport):
             max_hosts=max_hosts,
             max_retry_after=max_retry_after,
             retry_statuses=retry_statuses,
+            idempotency_keys=idempotency_keys,
             sync=True,
         )
 
@@ -266,6 +286,8 @@ class ResilientTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         settings = self._settings
+        if settings.keys:
+            add_idempotency_key(request)
         host = settings.shared or settings.host_for(request)
         attempt = host.run
         send = self._transport.handle_request
