@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn, ParamSpec, TypeVar
 
-import aiobreaker  # type: ignore[import-untyped]
-
+from resilience.contrib import _extras
 from resilience.errors import CircuitOpenError
 from resilience.events import CallRejected, CircuitState, StateChanged
 from resilience.policy import Policy
+
+with _extras.needs_extra(__name__, "aiobreaker"):
+    import aiobreaker  # type: ignore[import-untyped]
 
 __all__ = ["AiobreakerPolicy", "AiobreakerStatistics"]
 

@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import math
 
-import tenacity
+from resilience.contrib import _extras
+
+with _extras.needs_extra(__name__, "tenacity"):
+    import tenacity
 
 __all__ = ["TenacityBackoff", "from_tenacity"]
 

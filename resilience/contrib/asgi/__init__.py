@@ -47,11 +47,6 @@ When the budget runs out:
   passes as complete. Hypercorn and Daphne do the same.
 """
 
-try:
-    import anyio as _anyio  # noqa: F401
-except ImportError as exc:  # pragma: no cover - anyio is a dependency of resilience
-    raise ImportError("resilience.contrib.asgi needs anyio") from exc
-
 from ._middleware import DEFAULT_FAILURE_STATUSES, ResilienceMiddleware
 from ._request import ServerErrorResponse
 

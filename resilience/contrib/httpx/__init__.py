@@ -23,12 +23,10 @@ bulkhead, then the wrapped transport. The attempt is one compiled
 :class:`~resilience.lowlevel.RetryRun`.
 """
 
-try:
+from resilience.contrib import _extras
+
+with _extras.needs_extra(__name__, "httpx"):
     import httpx as _httpx  # noqa: F401
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "resilience.contrib.httpx needs httpx: pip install 'resilience[httpx]'"
-    ) from exc
 
 from ._errors import (
     HTTPBulkheadFullError,

@@ -50,7 +50,10 @@ import threading
 import weakref
 from collections.abc import Sequence
 
-from prometheus_client import REGISTRY, CollectorRegistry
+from resilience.contrib import _extras
+
+with _extras.needs_extra(__name__, "prometheus"):
+    from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._collector import ResilienceCollector
 from ._durations import Durations, add_store, remove_store

@@ -18,12 +18,10 @@ Example::
     limiter = RateLimiter(100, per=1.0, name="partner-api", backend=backend)
 """
 
-try:
+from resilience.contrib import _extras
+
+with _extras.needs_extra(__name__, "redis"):
     import redis as _redis  # noqa: F401
-except ImportError as exc:  # pragma: no cover - the extra is missing
-    raise ImportError(
-        'resilience.contrib.redis needs redis-py: pip install "resilience[redis]"'
-    ) from exc
 
 from ._backend import RedisBackend
 from ._breakers import RedisBreakerStore
