@@ -47,7 +47,27 @@ When the budget runs out:
   passes as complete. Hypercorn and Daphne do the same.
 """
 
+from ._idempotency_memory import MemoryIdempotencyStore
+from ._idempotency_store import (
+    Claim,
+    Completed,
+    IdempotencyRecord,
+    IdempotencyStore,
+    InFlight,
+    Lease,
+)
 from ._middleware import DEFAULT_FAILURE_STATUSES, ResilienceMiddleware
 from ._request import ServerErrorResponse
 
-__all__ = ["DEFAULT_FAILURE_STATUSES", "ResilienceMiddleware", "ServerErrorResponse"]
+__all__ = [
+    "DEFAULT_FAILURE_STATUSES",
+    "Claim",
+    "Completed",
+    "IdempotencyRecord",
+    "IdempotencyStore",
+    "InFlight",
+    "Lease",
+    "MemoryIdempotencyStore",
+    "ResilienceMiddleware",
+    "ServerErrorResponse",
+]
