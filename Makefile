@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 ARGS ?=
 
-.PHONY: demo test lint typecheck docs examples bench bench-wrk bench-instructions clean redis
+.PHONY: demo test lint typecheck docs package examples bench bench-wrk bench-instructions clean redis
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,8 @@ demo: $(STAMP) redis
 	$(BIN)/python -m examples.demo $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check resilience tests benchmarks examples
-	$(BIN)/ruff format --check resilience tests benchmarks examples
+	$(BIN)/ruff check resilience tests benchmarks examples tools
+	$(BIN)/ruff format --check resilience tests benchmarks examples tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -26,7 +26,13 @@ typecheck: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 
-test: lint typecheck docs redis
+# The sdist and the wheel as a user gets them: built, twine-checked, their
+# contents checked, the wheel installed with every extra in a fresh venv and
+# each public module imported there (tools/check_package.py says how).
+package: $(STAMP)
+	$(BIN)/python tools/check_package.py
+
+test: lint typecheck docs package redis
 	$(BIN)/python -m pytest -q $(ARGS)
 
 # redis-server for the state shared on Redis (rate limits, breakers): the
