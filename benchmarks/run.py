@@ -143,6 +143,7 @@ TARGETS: tuple[Target, ...] = (
     Target("httpx.transport", "asyncio", 3.0, "httpx AsyncResilientTransport (over plain httpx)"),
     Target("ratelimit.ours", "asyncio", 0.5, "rate limiter, admitted call"),
     Target("hedge.first", "asyncio", 2.0, "hedged call, answered before the delay"),
+    Target("saga.three", "asyncio", 15.0, "saga of three async steps, all succeed (over 3 awaits)"),
     Target(
         "ratelimit.ours.keyed",
         "asyncio",

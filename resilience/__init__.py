@@ -42,6 +42,7 @@ from .saga import (
     SagaContext,
     SagaError,
     SagaStatistics,
+    SagaStepStatistics,
     Step,
 )
 from .timeout import Timeout, TimeoutStatistics
@@ -79,6 +80,7 @@ __all__ = [
     "SagaContext",
     "SagaError",
     "SagaStatistics",
+    "SagaStepStatistics",
     "Step",
     "SystemClock",
     "TimeWindow",

@@ -13,14 +13,20 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .policy import Policy
+    from .saga import Saga
 
 _live: weakref.WeakSet[Policy] = weakref.WeakSet()
 _templates: weakref.WeakSet[Policy] = weakref.WeakSet()
 _counters: dict[str, itertools.count[int]] = {}
+_sagas: weakref.WeakSet[Saga] = weakref.WeakSet()
 
 
 def register(policy: Policy) -> None:
     _live.add(policy)
+
+
+def register_saga(saga: Saga) -> None:
+    _sagas.add(saga)
 
 
 def generated_name(kind: str) -> str:
@@ -53,3 +59,14 @@ def live_policies() -> Iterator[Policy]:
     """
     templates = _templates
     return iter([p for p in list(_live) if p not in templates])
+
+
+def live_sagas() -> Iterator[Saga]:
+    """A snapshot of the sagas alive now (a saga is not a policy: it runs them).
+
+    Example::
+
+        saga = Saga("order", [Step("reserve", reserve)])
+        assert saga in list(resilience.lowlevel.live_sagas())
+    """
+    return iter(list(_sagas))

@@ -21,6 +21,16 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from ._saga_tally import (
+    CANCELLED,
+    COMPENSATED,
+    COMPENSATION_FAILED,
+    COMPLETED,
+    FAILED,
+    RUN_COMPENSATED,
+    RUN_COMPLETED,
+    RUN_FAILED,
+)
 from ._saga_types import SagaCompensated, SagaCompensationError, SagaContext, SagaError
 from .events import (
     SagaCompensationFailed,
@@ -46,6 +56,15 @@ _new = object.__new__
 
 Layer = list[tuple["Step", "SagaContext", Any]]
 """The completed steps of one sequential step or group: (step, its context, its result)."""
+
+
+def _tally(saga: Saga, step: Step, outcome: int, start: float) -> float:
+    """Count what happened to ``step`` and the seconds it took; return them."""
+    seconds = saga._clock.now() - start
+    tally = saga._step_tallies[step._name]
+    tally.counts[outcome] += 1
+    tally.seconds[outcome] += seconds
+    return seconds
 
 
 class Run:
@@ -83,12 +102,13 @@ class Run:
         self.started = saga._clock.now()
         self.enter("running")
 
-    def enter(self, state: Any) -> None:
+    def enter(self, state: Any, seconds: float | None = None) -> None:
         old = self.state
         self.state = state
         saga = self.saga
         if saga._listeners or global_listeners:
-            seconds = saga._clock.now() - self.started
+            if seconds is None:
+                seconds = saga._clock.now() - self.started
             dispatch(saga._listeners, SagaStateChanged(saga._name, self.id, old, state, seconds))
 
     def context(self, step: Step, results: Mapping[str, Any]) -> SagaContext:
@@ -117,26 +137,23 @@ class Run:
         self.completed.append(step._name)
         layer.append((step, ctx, result))
         saga = self.saga
-        saga._steps_completed += 1
+        seconds = _tally(saga, step, COMPLETED, start)
         if saga._listeners or global_listeners:
-            seconds = saga._clock.now() - start
             dispatch(saga._listeners, SagaStepCompleted(saga._name, self.id, step._name, seconds))
 
     def step_failed(self, step: Step, error: Exception, start: float) -> None:
         self.failures[step._name] = error
         saga = self.saga
-        saga._steps_failed += 1
+        seconds = _tally(saga, step, FAILED, start)
         if saga._listeners or global_listeners:
-            seconds = saga._clock.now() - start
             event = SagaStepFailed(saga._name, self.id, step._name, seconds, error)
             dispatch(saga._listeners, event)
 
     def step_cancelled(self, step: Step, start: float) -> None:
         self.cancelled.append(step._name)
         saga = self.saga
-        saga._steps_cancelled += 1
+        seconds = _tally(saga, step, CANCELLED, start)
         if saga._listeners or global_listeners:
-            seconds = saga._clock.now() - start
             dispatch(saga._listeners, SagaStepCancelled(saga._name, self.id, step._name, seconds))
 
     def compensation_started(self, step: Step) -> float:
@@ -148,18 +165,16 @@ class Run:
     def step_compensated(self, step: Step, start: float) -> None:
         self.compensated.append(step._name)
         saga = self.saga
-        saga._compensations += 1
+        seconds = _tally(saga, step, COMPENSATED, start)
         if saga._listeners or global_listeners:
-            seconds = saga._clock.now() - start
             dispatch(saga._listeners, SagaStepCompensated(saga._name, self.id, step._name, seconds))
 
     def compensation_failed(self, step: Step, error: Exception, start: float) -> None:
         self.compensation_errors[step._name] = error
         saga = self.saga
-        saga._compensations_failed += 1
+        seconds = _tally(saga, step, COMPENSATION_FAILED, start)
         error.add_note(f"resilience: saga {saga._name!r} could not compensate step {step._name!r}")
         if saga._listeners or global_listeners:
-            seconds = saga._clock.now() - start
             event = SagaCompensationFailed(saga._name, self.id, step._name, seconds, error)
             dispatch(saga._listeners, event)
 
@@ -175,17 +190,21 @@ class Run:
     # How a run ends -------------------------------------------------------
 
     def finished(self) -> None:
-        self.saga._completed += 1
-        self.enter("completed")
+        self.end(RUN_COMPLETED, "completed")
 
     def undone(self) -> None:
-        saga = self.saga
         if self.compensation_errors:
-            saga._failed += 1
-            self.enter("failed")
+            self.end(RUN_FAILED, "failed")
         else:
-            saga._compensated += 1
-            self.enter("compensated")
+            self.end(RUN_COMPENSATED, "compensated")
+
+    def end(self, outcome: int, state: str) -> None:
+        saga = self.saga
+        seconds = saga._clock.now() - self.started
+        tally = saga._run_tally
+        tally.counts[outcome] += 1
+        tally.seconds[outcome] += seconds
+        self.enter(state, seconds)
 
     def error(self) -> SagaError:
         step, error = next(iter(self.failures.items()))

@@ -72,7 +72,7 @@ from ._core.source import snippet
 from ._deadline import _current as deadline_var
 from ._plan import Inline, Plan, add_observer, remove_observer
 from ._protocol import WAIT, CallObserver, Flow, FlowRun, Guard
-from ._registry import live_policies, mark_template
+from ._registry import live_policies, live_sagas, mark_template
 from ._validate import count as check_count
 from ._validate import optional_seconds as check_optional_seconds
 from ._validate import rate as check_rate
@@ -100,6 +100,7 @@ __all__ = [
     "current_task",
     "deadline_var",
     "live_policies",
+    "live_sagas",
     "mark_template",
     "remove_observer",
     "running_loop",

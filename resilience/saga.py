@@ -31,16 +31,17 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 # Modules, not names: this face binds no public name but its own.
-from . import _clock, _saga_run
+from . import _clock, _registry, _saga_run
 from . import _saga_check as _check
+from . import _saga_tally as _tally
 from . import backoff as _backoff
 from . import events as _events
 from . import policy as _policy
 from . import retry as _retry
+from ._saga_tally import SagaStatistics, SagaStepStatistics
 from ._saga_types import SagaCompensated, SagaCompensationError, SagaContext, SagaError
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "SagaContext",
     "SagaError",
     "SagaStatistics",
+    "SagaStepStatistics",
     "Step",
 ]
 
@@ -215,35 +217,6 @@ class Parallel:
         return f"<Parallel {', '.join(repr(s.name) for s in self._steps)}>"
 
 
-@dataclass(frozen=True, slots=True)
-class SagaStatistics:
-    """Running totals of a :class:`Saga` since it was created.
-
-    Example::
-
-        stats = saga.stats
-        if stats.failed:
-            print(f"{stats.failed} runs could not be compensated")
-    """
-
-    running: int
-    """Runs in progress now."""
-    completed: int
-    """Runs whose every step succeeded."""
-    compensated: int
-    """Runs that failed (or were cancelled) and were wholly compensated."""
-    failed: int
-    """Runs in which a compensation failed: each needs a human."""
-    cancelled: int
-    """Runs cancelled while running (counted in compensated or failed as well)."""
-    steps_completed: int
-    steps_failed: int
-    steps_cancelled: int
-    compensations: int
-    """Compensations that succeeded."""
-    compensations_failed: int
-
-
 class Saga:
     """Steps run in order, each undone by its compensation if a later one fails.
 
@@ -284,20 +257,14 @@ class Saga:
         "_cancelled",
         "_clock",
         "_compensate_policy",
-        "_compensated",
-        "_compensations",
-        "_compensations_failed",
-        "_completed",
-        "_failed",
         "_listeners",
         "_name",
         "_plan",
+        "_run_tally",
         "_running",
         "_runs",
+        "_step_tallies",
         "_steps",
-        "_steps_cancelled",
-        "_steps_completed",
-        "_steps_failed",
         "_sync_refusal",
     )
 
@@ -357,10 +324,10 @@ class Saga:
         self._clock: _clock.Clock = _clock.SYSTEM_CLOCK if clock is None else clock
         self._listeners: tuple[_events.Listener, ...] = ()
         self._sync_refusal = _check.sync_refusal(flat, compensate_policy)
-        self._runs = self._running = self._completed = self._compensated = 0
-        self._failed = self._cancelled = 0
-        self._steps_completed = self._steps_failed = self._steps_cancelled = 0
-        self._compensations = self._compensations_failed = 0
+        self._runs = self._running = self._cancelled = 0
+        self._run_tally = _tally.Tally(len(_tally.RUN_OUTCOMES))
+        self._step_tallies = {step.name: _tally.Tally(5) for step in flat}
+        _registry.register_saga(self)
 
     @property
     def name(self) -> str:
@@ -383,18 +350,9 @@ class Saga:
 
     @property
     def stats(self) -> SagaStatistics:
-        """Run, step and compensation totals since creation."""
-        return SagaStatistics(
-            running=self._running,
-            completed=self._completed,
-            compensated=self._compensated,
-            failed=self._failed,
-            cancelled=self._cancelled,
-            steps_completed=self._steps_completed,
-            steps_failed=self._steps_failed,
-            steps_cancelled=self._steps_cancelled,
-            compensations=self._compensations,
-            compensations_failed=self._compensations_failed,
+        """Run, step and compensation totals since creation, and their seconds."""
+        return _tally.statistics(
+            self._running, self._cancelled, self._run_tally, self._step_tallies
         )
 
     async def run(self, input: Any = None) -> dict[str, Any]:

@@ -120,7 +120,8 @@ async def test_steps_run_in_order_and_the_results_come_back_by_name() -> None:
     assert set(seen["ship"].results) == {"reserve", "charge", "label"}
     with pytest.raises(TypeError):
         seen["ship"].results["x"] = 1  # type: ignore[index]
-    assert saga.stats == SagaStatistics(
+    stats = saga.stats
+    assert stats == SagaStatistics(
         running=0,
         completed=1,
         compensated=0,
@@ -131,7 +132,10 @@ async def test_steps_run_in_order_and_the_results_come_back_by_name() -> None:
         steps_cancelled=0,
         compensations=0,
         compensations_failed=0,
+        seconds=stats.seconds,  # per outcome and per step: tests/test_saga_stats.py
+        steps=stats.steps,
     )
+    assert set(stats.steps) == {"reserve", "charge", "label", "ship"}
 
 
 async def test_a_step_without_compensation_and_a_none_result() -> None:

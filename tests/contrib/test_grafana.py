@@ -11,7 +11,17 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from resilience import Bulkhead, CircuitBreaker, Fallback, Hedge, RateLimiter, Retry, Timeout
+from resilience import (
+    Bulkhead,
+    CircuitBreaker,
+    Fallback,
+    Hedge,
+    RateLimiter,
+    Retry,
+    Saga,
+    Step,
+    Timeout,
+)
 from resilience.contrib.prometheus import METRIC_NAMES, instrument
 
 DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana-dashboard.json"
@@ -80,7 +90,9 @@ def emitted_names() -> set[str]:
         breaker.open()
         keep = [breaker, Retry(), Bulkhead(1), Timeout(1), Fallback(0), RateLimiter(1), Hedge()]
         keep[1].call_sync(lambda: 1)
+        saga = Saga("grafana", [Step("reserve", lambda ctx: 1, compensate=lambda ctx, r: None)])
         text = generate_latest(registry).decode()
+    assert saga
     return {
         sample.name for family in text_string_to_metric_families(text) for sample in family.samples
     }

@@ -27,6 +27,8 @@ from resilience import (
     RateLimitedError,
     RateLimiter,
     Retry,
+    Saga,
+    Step,
     Timeout,
     TimeoutError,
     _observe,
@@ -406,6 +408,7 @@ def test_only_exported_names_appear(registry: CollectorRegistry) -> None:
     breaker = CircuitBreaker()
     breaker.open()  # a transition pair appears once it has happened
     keep = [breaker, Retry(), Bulkhead(1), Timeout(1), Fallback(0), RateLimiter(1), Hedge()]
+    saga = Saga(unique("saga"), [Step("reserve", lambda ctx: 1, compensate=lambda ctx, r: None)])
     emitted = {sample for sample, _ in scrape(registry)}
     assert emitted == METRIC_NAMES - {
         "resilience_call_duration_seconds_bucket",
@@ -413,6 +416,7 @@ def test_only_exported_names_appear(registry: CollectorRegistry) -> None:
         "resilience_call_duration_seconds_count",
     }
     assert keep
+    assert saga
 
 
 def test_series_stay_bounded_with_many_hosts(registry: CollectorRegistry) -> None:

@@ -13,34 +13,43 @@ Example::
     instrument()                          # the default registry
     prometheus_client.start_http_server(9100)
 
-Metric families (label values come only from policy names; see docs/metrics.md):
+Metric families (label values come only from policy, saga and step names; see
+docs/metrics.md):
 
-================================================ ========= ==========================
-metric                                           type      labels
-================================================ ========= ==========================
-``resilience_circuit_breaker_state``             gauge     name, state
-``resilience_circuit_breaker_transitions_total`` counter   name, from_state, to_state
-``resilience_circuit_breaker_calls_total``       counter   name, outcome
-``resilience_circuit_breaker_slow_calls_total``  counter   name
-``resilience_retry_calls_total``                 counter   name, outcome
-``resilience_retry_attempts_total``              counter   name
-``resilience_bulkhead_in_flight``                gauge     name
-``resilience_bulkhead_waiting``                  gauge     name
-``resilience_bulkhead_capacity``                 gauge     name
-``resilience_bulkhead_rejected_total``           counter   name
-``resilience_rate_limiter_admitted_total``       counter   name
-``resilience_rate_limiter_waited_total``         counter   name
-``resilience_rate_limiter_rejected_total``       counter   name
-``resilience_rate_limiter_wait_seconds_total``   counter   name
-``resilience_timeouts_total``                    counter   name
-``resilience_timeout_seconds``                   gauge     name
-``resilience_hedge_calls_total``                 counter   name
-``resilience_hedges_total``                      counter   name
-``resilience_hedge_wins_total``                  counter   name
-``resilience_hedge_cancelled_total``             counter   name
-``resilience_fallbacks_total``                   counter   name
-``resilience_call_duration_seconds``             histogram name, outcome (opt-in)
-================================================ ========= ==========================
+================================================= ========== ==========================
+metric                                            type       labels
+================================================= ========== ==========================
+``resilience_circuit_breaker_state``              gauge      name, state
+``resilience_circuit_breaker_transitions_total``  counter    name, from_state, to_state
+``resilience_circuit_breaker_calls_total``        counter    name, outcome
+``resilience_circuit_breaker_slow_calls_total``   counter    name
+``resilience_retry_calls_total``                  counter    name, outcome
+``resilience_retry_attempts_total``               counter    name
+``resilience_bulkhead_in_flight``                 gauge      name
+``resilience_bulkhead_waiting``                   gauge      name
+``resilience_bulkhead_capacity``                  gauge      name
+``resilience_bulkhead_rejected_total``            counter    name
+``resilience_rate_limiter_admitted_total``        counter    name
+``resilience_rate_limiter_waited_total``          counter    name
+``resilience_rate_limiter_rejected_total``        counter    name
+``resilience_rate_limiter_wait_seconds_total``    counter    name
+``resilience_timeouts_total``                     counter    name
+``resilience_timeout_seconds``                    gauge      name
+``resilience_hedge_calls_total``                  counter    name
+``resilience_hedges_total``                       counter    name
+``resilience_hedge_wins_total``                   counter    name
+``resilience_hedge_cancelled_total``              counter    name
+``resilience_fallbacks_total``                    counter    name
+``resilience_saga_runs_total``                    counter    name, outcome
+``resilience_saga_running``                       gauge      name
+``resilience_saga_cancelled_total``               counter    name
+``resilience_saga_steps_total``                   counter    name, step, outcome
+``resilience_saga_compensations_total``           counter    name, step, outcome
+``resilience_saga_run_duration_seconds``          summary    name, outcome
+``resilience_saga_step_duration_seconds``         summary    name, step, outcome
+``resilience_saga_compensation_duration_seconds`` summary    name, step, outcome
+``resilience_call_duration_seconds``              histogram  name, outcome (opt-in)
+================================================= ========== ==========================
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import HistogramMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from resilience import (
@@ -19,7 +19,8 @@ from resilience import (
     Retry,
     Timeout,
 )
-from resilience.lowlevel import live_policies
+from resilience.lowlevel import live_policies, live_sagas
+from resilience.saga import Parallel, Saga
 
 from . import _families
 from ._durations import Durations, Histogram
@@ -34,6 +35,8 @@ _RETRY_OUTCOMES = (
     "failed_without_retry",
     "failed_with_retry",
 )
+_RUN_OUTCOMES = ("completed", "compensated", "failed")
+_STEP_OUTCOMES = ("completed", "failed", "cancelled")
 
 
 class ResilienceCollector(Collector):
@@ -110,10 +113,17 @@ class ResilienceCollector(Collector):
                 per_outcome = durations.series.get(id(policy))
                 if per_outcome:
                     timed.append((name, dict(per_outcome)))
+        for saga in live_sagas():
+            self._read_saga(saga, series)
         for family_name, values in series.items():
             family = _families.family(family_name)
-            for labels, value in sorted(values.values.items()):
-                family.add_metric(labels, value)
+            if isinstance(family, SummaryMetricFamily):
+                counts = values.counts
+                for labels, value in sorted(values.values.items()):
+                    family.add_metric(labels, counts[labels], value)
+            else:
+                for labels, value in sorted(values.values.items()):
+                    family.add_metric(labels, value)
             yield family
         if durations is not None:
             yield self._histogram(durations.bounds, timed)
@@ -133,6 +143,42 @@ class ResilienceCollector(Collector):
         calls.add((name, "ignored"), stats.ignored_total)
         calls.add((name, "rejected"), stats.rejected)
         series["resilience_circuit_breaker_slow_calls"].add((name,), stats.slow_total)
+
+    @staticmethod
+    def _read_saga(saga: Saga, series: dict[str, Series]) -> None:
+        stats = saga.stats
+        name = saga.name
+        series["resilience_saga_running"].add((name,), stats.running)
+        series["resilience_saga_cancelled"].add((name,), stats.cancelled)
+        runs = series["resilience_saga_runs"]
+        run_seconds = series["resilience_saga_run_duration_seconds"]
+        for outcome in _RUN_OUTCOMES:
+            count = getattr(stats, outcome)
+            runs.add((name, outcome), count)
+            run_seconds.observed((name, outcome), count, stats.seconds[outcome])
+        steps = series["resilience_saga_steps"]
+        step_seconds = series["resilience_saga_step_duration_seconds"]
+        undos = series["resilience_saga_compensations"]
+        undo_seconds = series["resilience_saga_compensation_duration_seconds"]
+        undoable = {
+            step.name
+            for entry in saga.steps
+            for step in (entry.steps if isinstance(entry, Parallel) else (entry,))
+            if step.compensate is not None
+        }
+        for step, each in stats.steps.items():
+            for outcome in _STEP_OUTCOMES:
+                count = getattr(each, outcome)
+                steps.add((name, step, outcome), count)
+                step_seconds.observed((name, step, outcome), count, each.seconds[outcome])
+            if step not in undoable:
+                continue  # nothing to undo: no series that could only ever read 0
+            for outcome, count, key in (
+                ("compensated", each.compensated, "compensated"),
+                ("failed", each.compensations_failed, "compensation_failed"),
+            ):
+                undos.add((name, step, outcome), count)
+                undo_seconds.observed((name, step, outcome), count, each.seconds[key])
 
     @staticmethod
     def _histogram(

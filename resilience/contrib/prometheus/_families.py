@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    SummaryMetricFamily,
+)
 from prometheus_client.utils import floatToGoString
 
 from resilience import CircuitState
@@ -164,6 +168,50 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Failures (or rejected results) a fallback policy replaced with its substitute.",
         ("name",),
     ),
+    "resilience_saga_runs": (
+        "counter",
+        "Finished saga runs by outcome: completed (every step succeeded), compensated "
+        "(a step failed or the run was cancelled, and every compensation succeeded), "
+        "failed (a compensation failed: the run needs a human).",
+        ("name", "outcome"),
+    ),
+    "resilience_saga_running": (
+        "gauge",
+        "Saga runs in progress now.",
+        ("name",),
+    ),
+    "resilience_saga_cancelled": (
+        "counter",
+        "Saga runs cancelled while running (also counted in resilience_saga_runs_total).",
+        ("name",),
+    ),
+    "resilience_saga_steps": (
+        "counter",
+        "Saga step actions by outcome: completed, failed, cancelled (under the step's "
+        "policy: one per step run, whatever its retries).",
+        ("name", "step", "outcome"),
+    ),
+    "resilience_saga_compensations": (
+        "counter",
+        "Saga compensations by outcome: compensated, failed (after the compensation "
+        "policy's retries).",
+        ("name", "step", "outcome"),
+    ),
+    "resilience_saga_run_duration_seconds": (
+        "summary",
+        "Duration of finished saga runs by outcome, compensation included.",
+        ("name", "outcome"),
+    ),
+    "resilience_saga_step_duration_seconds": (
+        "summary",
+        "Duration of saga step actions by outcome, under the step's policy.",
+        ("name", "step", "outcome"),
+    ),
+    "resilience_saga_compensation_duration_seconds": (
+        "summary",
+        "Duration of saga compensations by outcome, under the compensation policy.",
+        ("name", "step", "outcome"),
+    ),
 }
 
 HISTOGRAM = "resilience_call_duration_seconds"
@@ -173,8 +221,10 @@ HISTOGRAM_HELP = (
     "failure (any other exception). Opt-in: instrument(durations=True)."
 )
 
+_SAMPLE_SUFFIXES = {"counter": ("_total",), "gauge": ("",), "summary": ("_count", "_sum")}
+
 METRIC_NAMES: frozenset[str] = frozenset(
-    {f"{name}_total" if kind == "counter" else name for name, (kind, _, _) in FAMILIES.items()}
+    {name + suffix for name, (kind, _, _) in FAMILIES.items() for suffix in _SAMPLE_SUFFIXES[kind]}
     | {f"{HISTOGRAM}_bucket", f"{HISTOGRAM}_sum", f"{HISTOGRAM}_count"}
 )
 """Every sample name the exporter can emit (the histogram's only with ``durations=True``)."""
@@ -186,22 +236,31 @@ def le(bound: float) -> str:
     return text
 
 
-def family(name: str) -> CounterMetricFamily | GaugeMetricFamily:
+def family(name: str) -> CounterMetricFamily | GaugeMetricFamily | SummaryMetricFamily:
     kind, help_text, labels = FAMILIES[name]
     if kind == "counter":
         return CounterMetricFamily(name, help_text, labels=labels)
+    if kind == "summary":
+        return SummaryMetricFamily(name, help_text, labels=labels)
     return GaugeMetricFamily(name, help_text, labels=labels)
 
 
 class Series:
     """Samples of one family keyed by label values. Several live policies may
     share a name; their values are summed so a scrape never holds the same
-    series twice (Prometheus rejects duplicate series)."""
+    series twice (Prometheus rejects duplicate series). A summary's value is
+    its sum of seconds, beside a count."""
 
-    __slots__ = ("values",)
+    __slots__ = ("counts", "values")
 
     def __init__(self) -> None:
         self.values: dict[tuple[str, ...], float] = {}
+        self.counts: dict[tuple[str, ...], int] = {}
 
     def add(self, labels: tuple[str, ...], value: float) -> None:
         self.values[labels] = self.values.get(labels, 0) + value
+
+    def observed(self, labels: tuple[str, ...], count: int, seconds: float) -> None:
+        """A summary's ``count`` observations adding up to ``seconds``."""
+        self.counts[labels] = self.counts.get(labels, 0) + count
+        self.add(labels, seconds)
