@@ -16,6 +16,11 @@ Example::
 
     backend = RedisBackend(redis.asyncio.Redis(host="localhost"), prefix="shop")
     limiter = RateLimiter(100, per=1.0, name="partner-api", backend=backend)
+
+A :class:`RedisIdempotencyStore` keeps ``IdempotencyMiddleware``'s keys
+(``resilience.contrib.asgi``) for every server process: leases with fencing
+tokens and stored responses, one script per step, failing closed when Redis
+does not answer.
 """
 
 from resilience.contrib import _extras
@@ -25,6 +30,13 @@ with _extras.needs_extra(__name__, "redis"):
 
 from ._backend import RedisBackend
 from ._breakers import RedisBreakerStore
+from ._idempotency import RedisIdempotencyStore, StoreUnavailableError
 from ._limits import RedisRateStore
 
-__all__ = ["RedisBackend", "RedisBreakerStore", "RedisRateStore"]
+__all__ = [
+    "RedisBackend",
+    "RedisBreakerStore",
+    "RedisIdempotencyStore",
+    "RedisRateStore",
+    "StoreUnavailableError",
+]
