@@ -17,12 +17,24 @@ from typing import Any
 __all__ = ["current_task", "get_ident", "running_loop", "trio"]
 
 running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
-"""The running asyncio loop of this thread, or None (trio, or no loop)."""
+"""The running asyncio loop of this thread, or None (trio, or no loop).
+
+Example::
+
+    loop = running_loop()
+    task = current_task(loop) if loop is not None else None
+"""
 
 get_ident = threading.get_ident
 
 current_task: Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]
-"""``current_task(loop)``: the task ``loop`` is running now, or None."""
+"""``current_task(loop)``: the task ``loop`` is running now, or None.
+
+Example::
+
+    loop = running_loop()
+    task = current_task(loop) if loop is not None else None
+"""
 if sys.version_info < (3, 12):
     # asyncio.current_task is Python code on 3.11; this is the dict it reads.
     current_task = asyncio.tasks._current_tasks.get  # type: ignore[attr-defined]

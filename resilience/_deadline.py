@@ -46,6 +46,16 @@ class Deadline:
 
 
 _current: ContextVar[Deadline | None] = ContextVar("resilience.deadline", default=None)
+"""The deadline in force in this context (:func:`current_deadline` reads it).
+
+Example::
+
+    token = deadline_var.set(Deadline(clock.now() + 2.0, clock))   # a request's budget
+    try:
+        await app(scope, receive, send)
+    finally:
+        deadline_var.reset(token)
+"""
 
 
 def current_deadline() -> Deadline | None:

@@ -20,7 +20,14 @@ class _Wait:
 
 
 WAIT: Final[Any] = _Wait()
-"""What :meth:`Guard.admit` returns when the caller must wait for its ticket."""
+"""What :meth:`Guard.admit` returns when the caller must wait for its ticket.
+
+Example::
+
+    ticket = guard.admit()
+    if ticket is WAIT:
+        ticket = await guard.wait()
+"""
 
 
 @runtime_checkable

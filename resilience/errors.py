@@ -3,6 +3,17 @@
 Every error derives from :class:`ResilienceError`, so one ``except`` clause
 catches them all. A rejection always raises a fresh instance: a shared
 instance would grow its traceback on every raise.
+
+Example::
+
+    from resilience import CircuitOpenError, ResilienceError
+
+    try:
+        await fetch(url)
+    except CircuitOpenError as exc:      # rejected without calling
+        retry_later(exc.retry_after)
+    except ResilienceError:              # any other rejection or timeout of ours
+        raise
 """
 
 from __future__ import annotations

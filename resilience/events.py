@@ -425,6 +425,16 @@ class SagaCompensationFailed(Event):
 
 
 Listener: TypeAlias = Callable[[Event], None]
+"""What :func:`add_listener` and ``Policy.add_listener`` take: a function of one event.
+
+Example::
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, StateChanged):
+            print(event.name, event.new_state)
+
+    add_listener(on_event)
+"""
 
 # Read directly by the policies (same list object), so checking "does anyone
 # listen?" costs one truthiness test.

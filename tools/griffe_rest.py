@@ -29,6 +29,8 @@ _ROLE = re.compile(
 )
 # "Example::", "the table::" or a lone "::" ending a paragraph.
 _LITERAL = re.compile(r"^(?P<indent>[ ]*)(?P<text>.*?)(?P<space>[ ]?)::[ ]*$")
+# A list item's text starts after its marker: its literal block is indented past that.
+_ITEM = re.compile(r"[ ]*(?:[-*+]|\d+\.)[ ]+")
 
 
 def _resolve(target: str, scope: griffe.Object) -> str:
@@ -81,7 +83,8 @@ def literal_blocks(text: str) -> str:
         if match is None:
             out.append(line)
             continue
-        base = len(match["indent"])
+        item = _ITEM.match(line)
+        base = item.end() if item else len(match["indent"])
         block_start = index
         while index < len(lines) and (
             not lines[index].strip() or len(lines[index]) - len(lines[index].lstrip()) > base
@@ -104,9 +107,11 @@ def literal_blocks(text: str) -> str:
         out.append("")
         cut = min(len(entry) - len(entry.lstrip()) for entry in body)
         language = "text" if body[0].lstrip().startswith("==") else "python"
-        fence = match["indent"] + "```"
+        # At the text's indentation, so that a block in a list item stays in it.
+        margin = " " * base
+        fence = margin + "```"
         out.append(fence + language)
-        out.extend(match["indent"] + entry[cut:] if entry.strip() else "" for entry in block[1:])
+        out.extend(margin + entry[cut:] if entry.strip() else "" for entry in block[1:])
         out.append(fence)
     return "\n".join(out)
 

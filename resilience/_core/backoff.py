@@ -17,6 +17,12 @@ __all__ = ["Backoff", "Exponential", "Fixed", "Immediate", "Jitter", "Linear"]
 _SHARED_RANDOM = random.Random()
 
 Jitter: TypeAlias = Literal["full", "equal", "decorrelated"] | None
+"""How a schedule spreads its delays (``None``: not at all); see :mod:`resilience.backoff`.
+
+Example::
+
+    backoff.exponential(0.1, cap=5, jitter="full")
+"""
 _JITTERS = (None, "full", "equal", "decorrelated")
 
 

@@ -48,6 +48,12 @@ ADMIT = """\
 {ok} = {x}n - {x}t <= {table}._reach
 if {ok}:
     {cell}.tat = {x}n"""
+"""The GCRA admission test as source, placeholders as the comment above says.
+
+Example::
+
+    source = snippet(RATE_ADMIT, "    ", table="t", cell="c", now="now", step="s", ok="ok", x="_")
+"""
 
 # A key's cell, most recently used now, as source written once: the table's
 # cell_for is compiled from it, and so is the ASGI middleware's per-client
@@ -61,6 +67,12 @@ if {cell} is None:
     {cell} = {table}._new_cell({key}, {now})
 else:
     {cells}[{key}] = {cell}"""
+"""A key's cell in a rate table as source, placeholders as the comment above says.
+
+Example::
+
+    source = snippet(RATE_CELL, "", table="t", cells="t.cells", key="k", now="now", cell="c")
+"""
 
 # How many of the least recently used keys eviction looks at for a recovered one.
 _SCAN = 8

@@ -79,7 +79,13 @@ DEFAULT_LEVELS: Mapping[type[Event], int] = MappingProxyType(
     }
 )
 """The level of each event type's records. A :class:`StateChanged` to OPEN,
-FORCED_OPEN or DISABLED is logged at ``max(level, WARNING)``."""
+FORCED_OPEN or DISABLED is logged at ``max(level, WARNING)``.
+
+Example::
+
+    print(DEFAULT_LEVELS[RetryScheduled])            # logging.INFO
+    log_events(levels={RetryScheduled: logging.DEBUG})  # merged over these
+"""
 
 # States in which the breaker no longer protects as configured: worth a warning.
 _ALARMING = frozenset({CircuitState.OPEN, CircuitState.FORCED_OPEN, CircuitState.DISABLED})

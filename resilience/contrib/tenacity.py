@@ -31,6 +31,12 @@ class TenacityBackoff:
     Strategies see a ``RetryCallState`` whose ``attempt_number`` is the
     attempt that just failed and whose ``idle_for`` is the time slept so far
     (approximated from the previous delay); ``outcome`` is not available.
+    :func:`from_tenacity` makes one.
+
+    Example::
+
+        schedule = TenacityBackoff(tenacity.wait_exponential(multiplier=0.5, max=20))
+        schedule.delay(1, 0.0)   # 1.0: the delay after the first failed attempt
     """
 
     __slots__ = ("_wait",)

@@ -148,6 +148,18 @@ class InFlight:
 
 
 Claim: TypeAlias = Lease | Completed | InFlight
+"""What :meth:`IdempotencyStore.claim` answers: run the request, replay, or wait.
+
+Example::
+
+    match await store.claim(key, fingerprint, lease=30.0):
+        case Lease(token=token):
+            ...  # this request runs; complete(key, token, record, expiry) after
+        case Completed(record=record):
+            ...  # replay the stored response
+        case InFlight():
+            ...  # another request holds the key
+"""
 
 
 @runtime_checkable

@@ -53,7 +53,14 @@ DEFAULT_FAILURE_STATUSES: frozenset[int] = frozenset({500})
 Only 500: the 502, 503 and 504 an app passes on from its own dependencies
 (an upstream's open breaker, a gateway timeout) say that dependency is down,
 not this service; counting them makes stacked breakers hold the whole
-service open long after the dependency recovered."""
+service open long after the dependency recovered.
+
+Example::
+
+    app = ResilienceMiddleware(
+        app, breaker=CircuitBreaker("api"), failure_statuses=DEFAULT_FAILURE_STATUSES | {503}
+    )
+"""
 
 _SYSTEM_CLOCK = SystemClock()
 _logger = logging.getLogger("resilience")

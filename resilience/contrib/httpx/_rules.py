@@ -28,10 +28,21 @@ __all__ = [
 ]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
-"""Methods retried on any transport error and on a retryable status."""
+"""Methods retried on any transport error and on a retryable status.
+
+Example::
+
+    "GET" in IDEMPOTENT_METHODS    # True: a GET is retried after a connection error
+    "POST" in IDEMPOTENT_METHODS   # False: retried only with an Idempotency-Key header
+"""
 
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
-"""Statuses retried by default (idempotent requests only)."""
+"""Statuses retried by default (idempotent requests only).
+
+Example::
+
+    transport = AsyncResilientTransport(retry_statuses=RETRYABLE_STATUSES | {500})
+"""
 
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
 # The methods draft-ietf-httpapi-idempotency-key-header is for: the others

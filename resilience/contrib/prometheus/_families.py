@@ -39,10 +39,21 @@ DEFAULT_BUCKETS: tuple[float, ...] = (
     7.5,
     10.0,
 )
-"""Upper bounds (seconds) of the duration histogram's buckets, as prometheus_client's."""
+"""Upper bounds (seconds) of the duration histogram's buckets, as prometheus_client's.
+
+Example::
+
+    instrument(durations=True, buckets=(*DEFAULT_BUCKETS, 30.0, 60.0))
+"""
 
 DURATION_OUTCOMES = ("success", "failure", "rejected", "timeout")
-"""The ``outcome`` label values of ``resilience_call_duration_seconds``."""
+"""The ``outcome`` label values of ``resilience_call_duration_seconds``.
+
+Example::
+
+    for outcome in DURATION_OUTCOMES:   # "success", "failure", "rejected", "timeout"
+        print(f'resilience_call_duration_seconds_count{{outcome="{outcome}"}}')
+"""
 
 _STATES = tuple(CircuitState)
 _BREAKER_OUTCOMES = ("success", "failure", "ignored", "rejected")
@@ -227,7 +238,12 @@ METRIC_NAMES: frozenset[str] = frozenset(
     {name + suffix for name, (kind, _, _) in FAMILIES.items() for suffix in _SAMPLE_SUFFIXES[kind]}
     | {f"{HISTOGRAM}_bucket", f"{HISTOGRAM}_sum", f"{HISTOGRAM}_count"}
 )
-"""Every sample name the exporter can emit (the histogram's only with ``durations=True``)."""
+"""Every sample name the exporter can emit (the histogram's only with ``durations=True``).
+
+Example::
+
+    assert "resilience_retry_attempts_total" in METRIC_NAMES
+"""
 
 
 def le(bound: float) -> str:
