@@ -13,7 +13,7 @@ Example::
 
     def log_retries(event: resilience.events.Event) -> None:
         if isinstance(event, RetryScheduled):
-            print(f"{event.name}: attempt {event.attempt} failed, waiting {event.delay:.2f}s")
+            print(f"{event.name}: attempt {event.attempt} failed, retry in {event.delay}s")
 
     resilience.events.add_listener(log_retries)
 """
@@ -124,7 +124,7 @@ class RetryExhausted(Event):
         def on_give_up(event: Event) -> None:
             if isinstance(event, RetryExhausted):
                 reason = event.reason   # "attempts", "max_elapsed", "deadline" or "budget"
-                log.error("%s gave up after %d attempts (%s)", event.name, event.attempts, reason)
+                log.error("%s gave up after %d tries (%s)", event.name, event.attempts, reason)
 
         retry.add_listener(on_give_up)
     """
@@ -200,7 +200,7 @@ class CallRejected(Event):
         breaker.force_open()
         with contextlib.suppress(CircuitOpenError):
             breaker.call_sync(fetch)
-        assert events[-1] == CallRejected("api", state=CircuitState.FORCED_OPEN, retry_after=None)
+        assert events[-1] == CallRejected("api", CircuitState.FORCED_OPEN, retry_after=None)
     """
 
     state: CircuitState
@@ -217,7 +217,7 @@ class BulkheadRejected(Event):
         def on_reject(event: Event) -> None:
             if isinstance(event, BulkheadRejected):
                 why = "waited too long" if event.waited else "full"
-                log.warning("%s rejected a call: %s (capacity %d)", event.name, why, event.capacity)
+                log.warning("%s rejected: %s (capacity %d)", event.name, why, event.capacity)
 
         db = Bulkhead(10, max_waiting=5, max_wait=1.0, name="db")
         db.add_listener(on_reject)

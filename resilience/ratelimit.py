@@ -36,7 +36,7 @@ class RateLimiterStatistics:
     Example::
 
         stats = limiter.stats
-        print(f"{stats.admitted} admitted ({stats.waited} after a wait), {stats.rejected} refused")
+        print(f"{stats.admitted} admitted ({stats.waited} waited), {stats.rejected} refused")
     """
 
     admitted: int

@@ -25,7 +25,7 @@ Example::
                  Step("label", make_label, compensate=void_label)),
         Step("ship", ship),
     ])
-    results = await saga.run(order)   # {"reserve": ..., "charge": ..., "label": ..., "ship": ...}
+    results = await saga.run(order)   # each step's result by name: results["ship"]
 """
 
 from __future__ import annotations

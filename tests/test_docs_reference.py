@@ -14,10 +14,12 @@ public modules, every contrib module) and each name in its ``__all__``:
 
 from __future__ import annotations
 
+import html
 import importlib
 import importlib.util
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 import zlib
@@ -32,6 +34,9 @@ import resilience
 import resilience.contrib
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Wider than this overflows the content column at 1,280 px, as in the other pages.
+MAX_WIDTH = 88
 
 # The faces besides resilience, the modules it exports and the contrib modules.
 OTHER_FACES = ["resilience.errors", "resilience.lowlevel", "resilience.saga"]
@@ -153,6 +158,16 @@ def test_every_public_name_is_documented_with_an_example(
             where = "" if anchor == name else f" (documented as {anchor})"
             problems.append(f"{name}{where}: no Example:: block in its docstring")
     assert not problems, "\n".join(problems)
+
+
+def test_code_blocks_fit_the_column(site: Path) -> None:
+    too_wide = []
+    for page in sorted((site / "reference").glob("*/index.html")):
+        for block in re.findall(r"<pre[^>]*>(.*?)</pre>", page.read_text(encoding="utf-8"), re.S):
+            for line in html.unescape(re.sub(r"<[^>]+>", "", block)).splitlines():
+                if len(line) > MAX_WIDTH:
+                    too_wide.append(f"{page.parent.name}: {line.strip()[:60]}... ({len(line)})")
+    assert not too_wide, f"lines over {MAX_WIDTH} characters:\n" + "\n".join(too_wide)
 
 
 def test_every_face_has_its_own_page() -> None:

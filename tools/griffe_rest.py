@@ -22,7 +22,7 @@ from typing import Any
 
 import griffe
 
-__all__ = ["RestToMarkdown", "literal_blocks", "roles"]
+__all__ = ["MAX_VALUE", "RestToMarkdown", "literal_blocks", "roles"]
 
 _ROLE = re.compile(
     r":(?:py:)?(?P<role>class|func|meth|mod|data|attr|exc|obj|const):`(?P<target>[^`]+)`"
@@ -116,8 +116,15 @@ def literal_blocks(text: str) -> str:
     return "\n".join(out)
 
 
+# An attribute's value longer than this is left out of its heading (RATE_ADMIT's
+# source, a mapping of levels): it would overflow the column and says less than
+# the docstring.
+MAX_VALUE = 60
+
+
 class RestToMarkdown(griffe.Extension):
-    """Rewrite each docstring of a package once it is loaded (names then resolve).
+    """Rewrite each docstring of a package once it is loaded (names then resolve),
+    and leave out attribute values longer than :data:`MAX_VALUE` characters.
 
     Example::
 
@@ -130,5 +137,7 @@ class RestToMarkdown(griffe.Extension):
             obj = pending.pop()
             if obj.docstring is not None:
                 obj.docstring.value = roles(literal_blocks(obj.docstring.value), obj)
+            if isinstance(obj, griffe.Attribute) and len(str(obj.value)) > MAX_VALUE:
+                obj.value = None
             # Aliases are skipped: their targets are rewritten where they are defined.
             pending.extend(m for m in obj.members.values() if isinstance(m, griffe.Object))

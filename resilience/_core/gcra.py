@@ -52,7 +52,7 @@ if {ok}:
 
 Example::
 
-    source = snippet(RATE_ADMIT, "    ", table="t", cell="c", now="now", step="s", ok="ok", x="_")
+    source = snippet(RATE_ADMIT, "", table="t", cell="c", now="n", step="s", ok="ok", x="_")
 """
 
 # A key's cell, most recently used now, as source written once: the table's
@@ -71,7 +71,7 @@ else:
 
 Example::
 
-    source = snippet(RATE_CELL, "", table="t", cells="t.cells", key="k", now="now", cell="c")
+    source = snippet(RATE_CELL, "", table="t", cells="t.cells", key="k", now="n", cell="c")
 """
 
 # How many of the least recently used keys eviction looks at for a recovered one.

@@ -58,7 +58,9 @@ service open long after the dependency recovered.
 Example::
 
     app = ResilienceMiddleware(
-        app, breaker=CircuitBreaker("api"), failure_statuses=DEFAULT_FAILURE_STATUSES | {503}
+        app,
+        breaker=CircuitBreaker("api"),
+        failure_statuses=DEFAULT_FAILURE_STATUSES | {503},   # 503s count too
     )
 """
 
