@@ -1,5 +1,8 @@
 """ASGI middleware: load shedding, request timeouts, a circuit breaker and
-deadline propagation for any ASGI application.
+deadline propagation for any ASGI application (:class:`ResilienceMiddleware`),
+and idempotency keys that make POST retries safe
+(:class:`IdempotencyMiddleware`, with its :class:`IdempotencyStore` protocol
+and :class:`MemoryIdempotencyStore`).
 
 Example::
 
@@ -47,7 +50,14 @@ When the budget runs out:
   passes as complete. Hypercorn and Daphne do the same.
 """
 
+from ._idempotency import IdempotencyMiddleware
 from ._idempotency_memory import MemoryIdempotencyStore
+from ._idempotency_stats import (
+    IdempotencyLeaseLost,
+    IdempotencyLeaseTakenOver,
+    IdempotencyStats,
+    IdempotencyStoreFailed,
+)
 from ._idempotency_store import (
     Claim,
     Completed,
@@ -63,8 +73,13 @@ __all__ = [
     "DEFAULT_FAILURE_STATUSES",
     "Claim",
     "Completed",
+    "IdempotencyLeaseLost",
+    "IdempotencyLeaseTakenOver",
+    "IdempotencyMiddleware",
     "IdempotencyRecord",
+    "IdempotencyStats",
     "IdempotencyStore",
+    "IdempotencyStoreFailed",
     "InFlight",
     "Lease",
     "MemoryIdempotencyStore",

@@ -7,7 +7,7 @@ from typing import Final
 from ._limit import whole_seconds
 from ._request import Message, Request, Scope, Send
 
-__all__ = ["Answers"]
+__all__ = ["Answers", "fixed_response"]
 
 # Outcomes that the middleware answers itself (0: none).
 _SHED: Final = 1  # no permit: 503 with the configured Retry-After
@@ -19,20 +19,25 @@ _FAILED: Final = 5  # the rate limit's key function raised: 500
 _Response = tuple[Message, Message, Message]
 
 
-def _response(status: int, reason: str, json: bool, retry_after: int | None) -> _Response:
+def fixed_response(
+    status: int, body: bytes, content_type: bytes, retry_after: int | None = None
+) -> _Response:
     """The start message and body message (and HEAD's empty body) of a
-    fixed error response: sent as is, never with exception text."""
-    if json:
-        body = b'{"detail":"' + reason.encode() + b'"}'
-        content_type = b"application/json"
-    else:
-        body = reason.encode()
-        content_type = b"text/plain; charset=utf-8"
+    response the middleware sends itself: built once, sent as is."""
     headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     start = {"type": "http.response.start", "status": status, "headers": headers}
     return start, {"type": "http.response.body", "body": body}, {"type": "http.response.body"}
+
+
+def _response(status: int, reason: str, json: bool, retry_after: int | None) -> _Response:
+    """A fixed error response, never with exception text."""
+    if json:
+        return fixed_response(
+            status, b'{"detail":"' + reason.encode() + b'"}', b"application/json", retry_after
+        )
+    return fixed_response(status, reason.encode(), b"text/plain; charset=utf-8", retry_after)
 
 
 class Answers:

@@ -1,0 +1,446 @@
+"""IdempotencyMiddleware: each Idempotency-Key runs once, its retries get the
+stored response (draft-ietf-httpapi-idempotency-key-header)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from typing import Any, Final
+
+import anyio
+
+from resilience.events import Event, Listener, dispatch, global_listeners
+from resilience.lowlevel import check_count, check_seconds
+
+from ._answers import _Response
+from ._idempotency_http import (
+    BAD_KEY,
+    HEADER,
+    IDENTITY_FAILED,
+    LONG_KEY,
+    MAX_KEY,
+    MISMATCH,
+    MISSING_KEY,
+    TWO_KEYS,
+    Identity,
+    authorization,
+    conflict,
+    fingerprint,
+    parse_key,
+    scoped_key,
+    too_large,
+    unavailable,
+)
+from ._idempotency_memory import MemoryIdempotencyStore
+from ._idempotency_run import Run, replaying
+from ._idempotency_stats import (
+    IdempotencyLeaseLost,
+    IdempotencyLeaseTakenOver,
+    IdempotencyStats,
+    IdempotencyStoreFailed,
+)
+from ._idempotency_store import Completed, IdempotencyStore, InFlight, Lease
+from ._limit import whole_seconds
+from ._request import ASGIApp, Receive, Scope, Send
+from ._settings import invalid, methods, wrong
+
+__all__ = ["IdempotencyMiddleware"]
+
+_logger = logging.getLogger("resilience")
+_TOO_LARGE: Final = -1
+# How often a duplicate told to wait (``wait=``) asks the store again:
+# from the first interval, doubling, up to the last.
+_FIRST_POLL: Final = 0.01
+_LAST_POLL: Final = 0.25
+
+
+class IdempotencyMiddleware:
+    """Run each ``Idempotency-Key`` once; answer its retries with the stored
+    response (draft-ietf-httpapi-idempotency-key-header).
+
+    Pure ASGI, for any ASGI app on asyncio or trio. For requests whose method
+    is in ``methods`` (POST and PATCH) and that carry an ``Idempotency-Key``:
+
+    - The first request with a key runs; a retry with the same key gets the
+      stored status, headers and body, plus ``Idempotent-Replayed: true``
+      and ``Idempotency-Expires-In`` (seconds the stored response is kept).
+    - The key is scoped to the caller: ``identity(scope)`` (bytes, str or
+      None), by default the ``Authorization`` header, hashed with the key
+      (callers without one share one anonymous scope). Two callers' keys
+      never meet.
+    - A request's fingerprint is its method, path, query and body (read
+      whole, up to ``max_body``: a larger one is answered 413). The same
+      key for a different fingerprint is answered 422, also while the
+      first runs; it never sees another request's response.
+    - An identical duplicate while the first runs is answered 409 with
+      ``Retry-After: retry_after``, or waits up to ``wait`` seconds for the
+      first to finish and gets its response.
+    - A missing key is answered 400 when ``required``, and passes through
+      otherwise. A malformed key (not a quoted structured-field string nor
+      a bare visible-ASCII value; empty; over 255 characters) is 400.
+    - Errors are ``application/problem+json`` (RFC 9457) with a ``code``:
+      ``idempotency_key_required``, ``idempotency_key_invalid``,
+      ``idempotency_conflict`` (422), ``idempotency_in_flight`` (409).
+
+    A running request holds its key by a lease of ``lease`` seconds (default
+    10) on the store's clock, renewed every third of it while the handler
+    runs: a request that crashes frees its key at once, a process that dies
+    frees it when the lease runs out, and the retry then runs again, never
+    409 for ever. A holder whose lease ran out and was taken over cannot
+    store over the new holder's response (fencing tokens).
+
+    Stored: final 2xx and 4xx responses (not 408 or 429) of at most
+    ``max_body`` bytes, kept ``expiry`` seconds (24 h). 5xx responses
+    (``store_server_errors``) and responses that set a cookie
+    (``store_cookies``) are not stored unless asked. A response not stored
+    frees the key as soon as it ends, so its retry runs again. The record is
+    written before the response's last byte is sent.
+
+    ``store`` (an :class:`IdempotencyStore`, default a
+    :class:`MemoryIdempotencyStore`): a store that raises is answered 503
+    with ``Retry-After`` (a double charge is worse than a refusal), or with
+    ``fail_open=True`` the request runs unchecked; either way an
+    :class:`IdempotencyStoreFailed` event and a count in :attr:`stats`.
+
+    Example::
+
+        app = IdempotencyMiddleware(app, expiry=3600, wait=2.0, name="orders")
+
+        # Starlette, inside ResilienceMiddleware so that shed load never
+        # reaches the store:
+        app.add_middleware(IdempotencyMiddleware, store=RedisIdempotencyStore(client))
+        app.add_middleware(ResilienceMiddleware, max_concurrent=64)
+    """
+
+    __slots__ = (
+        "_conflict",
+        "_cookies",
+        "_expiry",
+        "_fail_open",
+        "_identity",
+        "_lease",
+        "_listeners",
+        "_max_body",
+        "_methods",
+        "_required",
+        "_statuses",
+        "_store",
+        "_too_large",
+        "_unavailable",
+        "_wait",
+        "app",
+        "stats",
+    )
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: IdempotencyStore | None = None,
+        methods: Iterable[str] = ("POST", "PATCH"),
+        identity: Identity | None = None,
+        required: bool = False,
+        lease: float = 10.0,
+        expiry: float = 86400.0,
+        max_body: int = 1 << 20,
+        wait: float = 0.0,
+        store_server_errors: bool = False,
+        store_cookies: bool = False,
+        fail_open: bool = False,
+        retry_after: int = 1,
+        name: str = "idempotency",
+    ) -> None:
+        if not callable(app):
+            raise wrong("app", app, "an ASGI application (a callable)")
+        if store is not None and not isinstance(store, IdempotencyStore):
+            raise wrong("store", store, "an IdempotencyStore (claim, renew, complete, release)")
+        if identity is not None and not callable(identity):
+            raise wrong("identity", identity, "a callable taking the ASGI scope, or None")
+        for flag, value in (
+            ("required", required),
+            ("store_server_errors", store_server_errors),
+            ("store_cookies", store_cookies),
+            ("fail_open", fail_open),
+        ):
+            if not isinstance(value, bool):
+                raise wrong(flag, value, "a bool")
+        if not isinstance(name, str):
+            raise wrong("name", name, "a string")
+        if not name:
+            raise invalid("name", name, "a non-empty string")
+        self.app = app
+        self._store: IdempotencyStore = store if store is not None else MemoryIdempotencyStore()
+        self._methods = _methods("methods", methods)
+        self._identity: Identity = identity if identity is not None else authorization
+        self._required = required
+        self._lease = check_seconds("lease", lease)
+        self._expiry = check_seconds("expiry", expiry)
+        self._max_body = check_count("max_body", max_body, 0)
+        self._wait = _delay("wait", wait)
+        self._cookies = store_cookies
+        self._fail_open = fail_open
+        self._statuses = frozenset(
+            s
+            for s in range(200, 600)
+            if (s < 300 or 400 <= s < 500 or (store_server_errors and s >= 500))
+            and s not in (408, 429)
+        )
+        retry_after = check_count("retry_after", retry_after, 0)
+        self._conflict = conflict(retry_after)
+        self._unavailable = unavailable(retry_after)
+        self._too_large = too_large(self._max_body)
+        self._listeners: tuple[Listener, ...] = ()
+        self.stats = IdempotencyStats(name)
+
+    @property
+    def name(self) -> str:
+        """The name the metrics and events carry."""
+        return self.stats.name
+
+    @property
+    def store(self) -> IdempotencyStore:
+        return self._store
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in self._methods:
+            await self.app(scope, receive, send)
+            return
+        key = None
+        for name, value in scope["headers"]:
+            if name == HEADER:
+                if key is not None:
+                    await self._refuse(TWO_KEYS, send)
+                    return
+                key = value
+        if key is None:
+            if self._required:
+                await self._refuse(MISSING_KEY, send)
+                return
+            await self.app(scope, receive, send)
+            return
+        await self._keyed(scope, receive, send, key)
+
+    async def _keyed(self, scope: Scope, receive: Receive, send: Send, value: bytes) -> None:
+        key = parse_key(value)
+        if key is None or len(key) > MAX_KEY:
+            await self._refuse(BAD_KEY if key is None else LONG_KEY, send)
+            return
+        try:
+            who = self._identity(scope)
+            if isinstance(who, str):
+                who = who.encode()
+            elif who is not None and not isinstance(who, bytes):
+                raise TypeError(f"identity must return bytes, str or None, got {who!r}")
+        except Exception:
+            _logger.exception("the identity function of %r raised: answered 500", self)
+            await _send(IDENTITY_FAILED, send)
+            return
+        body = await self._read(receive)
+        if body is None:
+            return  # the client went away before its request was whole
+        if body is _TOO_LARGE:
+            await self._refuse(self._too_large, send)
+            return
+        assert isinstance(body, bytes)
+        stored_key = scoped_key(who, key)
+        mark = fingerprint(scope, body)
+        store = self._store
+        poll = until = 0.0
+        while True:
+            try:
+                claim = await store.claim(stored_key, mark, self._lease)
+            except Exception as exc:
+                self.store_failed("claim", exc)
+                if self._fail_open:
+                    self.stats.unprotected += 1
+                    await self.app(scope, replaying(body, receive), send)
+                else:
+                    self.stats.unavailable += 1
+                    await _send(self._unavailable, send)
+                return
+            kind = type(claim)
+            if kind is Completed:
+                assert isinstance(claim, Completed)
+                if claim.record.fingerprint != mark:
+                    break
+                self.stats.replayed += 1
+                record = claim.record
+                headers = [
+                    *record.headers,
+                    (b"idempotent-replayed", b"true"),
+                    (b"idempotency-expires-in", b"%d" % whole_seconds(claim.expires_in)),
+                ]
+                await send(
+                    {"type": "http.response.start", "status": record.status, "headers": headers}
+                )
+                await send({"type": "http.response.body", "body": record.body})
+                return
+            if kind is InFlight:
+                assert isinstance(claim, InFlight)
+                if claim.fingerprint != mark:
+                    break
+                if self._wait:
+                    now = anyio.current_time()
+                    if not poll:
+                        poll, until = _FIRST_POLL, now + self._wait
+                    if now < until:
+                        await anyio.sleep(min(poll, until - now))
+                        poll = min(2 * poll, _LAST_POLL)
+                        continue
+                self.stats.conflicts += 1
+                await _send(self._conflict, send)
+                return
+            assert isinstance(claim, Lease)
+            await self._run(scope, replaying(body, receive), send, stored_key, mark, claim)
+            return
+        self.stats.mismatches += 1
+        await _send(MISMATCH, send)
+
+    async def _run(
+        self, scope: Scope, receive: Receive, send: Send, key: str, mark: str, lease: Lease
+    ) -> None:
+        """Run the request under its lease, renewed until the response ends."""
+        stats = self.stats
+        stats.ran += 1
+        if lease.taken_over:
+            stats.taken_over += 1
+            self._emit(IdempotencyLeaseTakenOver, stats.name)
+        run = Run(self, key, mark, lease.token, send)
+        error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._renew, run)
+                try:
+                    await self.app(scope, receive, run.send)
+                except BaseException as exc:
+                    # Raised outside the group: anyio would wrap it in an
+                    # ExceptionGroup, which outer middleware cannot catch as is.
+                    error = exc
+                group.cancel_scope.cancel()
+        finally:
+            if not run.done:
+                # The app raised or returned without a whole response: free
+                # the key now (shielded: even when cancelled), so the retry
+                # runs again at once instead of after the lease.
+                with anyio.CancelScope(shield=True):
+                    await run.finish(store=False)
+        if error is not None:
+            try:
+                raise error
+            finally:
+                error = None
+
+    async def _renew(self, run: Run) -> None:
+        interval = self._lease / 3
+        while True:
+            await anyio.sleep(interval)
+            if run.done:
+                return
+            try:
+                kept = await self._store.renew(run.key, run.token, self._lease)
+            except Exception as exc:
+                self.store_failed("renew", exc)
+                continue  # the next renewal may still be in time
+            if not kept:
+                self.lease_lost(run)
+                return
+
+    async def _read(self, receive: Receive) -> bytes | int | None:
+        """The request body, whole; None if the client disconnected, or
+        _TOO_LARGE past ``max_body``."""
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False):
+            return body if len(body) <= self._max_body else _TOO_LARGE
+        chunks = [body]
+        size = len(body)
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                return _TOO_LARGE
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    async def _refuse(self, response: _Response, send: Send) -> None:
+        self.stats.invalid += 1
+        await _send(response, send)
+
+    # Told by the run and the renewer -------------------------------------
+
+    def store_failed(self, operation: str, exc: Exception) -> None:
+        self.stats.store_errors += 1
+        opened = operation == "claim" and self._fail_open
+        _logger.warning(
+            "idempotency store %s failed in %r%s",
+            operation,
+            self,
+            " (failing open)" if opened else "",
+            exc_info=exc,
+        )
+        self._emit(IdempotencyStoreFailed, self.stats.name, operation, exc, opened)
+
+    def lease_lost(self, run: Run) -> None:
+        if run.lost:
+            return
+        run.lost = True
+        self.stats.fenced += 1
+        _logger.warning("idempotency lease lost in %r: the response is not stored", self)
+        self._emit(IdempotencyLeaseLost, self.stats.name)
+
+    # Events -----------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` for each event of this middleware
+        (:class:`IdempotencyStoreFailed`, :class:`IdempotencyLeaseTakenOver`,
+        :class:`IdempotencyLeaseLost`).
+
+        Example::
+
+            middleware.add_listener(lambda event: print(event))
+        """
+        if not callable(listener):
+            raise TypeError(f"listener must be callable, got {listener!r}")
+        self._listeners = (*self._listeners, listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling a listener added with :meth:`add_listener`."""
+        listeners = list(self._listeners)
+        listeners.remove(listener)
+        self._listeners = tuple(listeners)
+
+    def _emit(self, kind: type[Event], *fields: Any) -> None:
+        if self._listeners or global_listeners:  # no listener, no event object
+            dispatch(self._listeners, kind(*fields))
+
+    def __repr__(self) -> str:
+        return f"<IdempotencyMiddleware {self.stats.name!r} app={self.app!r}>"
+
+
+async def _send(response: _Response, send: Send) -> None:
+    start, body, _ = response
+    await send(start)
+    await send(body)
+
+
+def _methods(parameter: str, value: Iterable[str]) -> frozenset[str]:
+    found = methods(parameter, value)
+    if not found:
+        raise invalid(parameter, value, "at least one HTTP method")
+    return found
+
+
+def _delay(parameter: str, value: object) -> float:
+    """Seconds >= 0 (0: do not wait)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise wrong(parameter, value, "a number of seconds")
+    if not 0 <= value < math.inf:
+        raise invalid(parameter, value, "a finite number >= 0")
+    return float(value)

@@ -1,0 +1,135 @@
+"""One keyed request running under its lease: the ``send`` that copies the
+response and ends the lease (stored or released) before the last byte goes
+out, and the ``receive`` that hands the app the body read for the
+fingerprint."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._idempotency_store import IdempotencyRecord
+from ._request import Message, Receive, Send
+
+if TYPE_CHECKING:
+    from ._idempotency import IdempotencyMiddleware
+
+__all__ = ["Run", "replaying"]
+
+
+class _Replaying:
+    """``receive`` for the app: the body read whole first, then the
+    server's own messages (a disconnect, once the client goes away)."""
+
+    __slots__ = ("body", "receive")
+
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self.body: bytes | None = body
+        self.receive = receive
+
+    async def __call__(self) -> Message:
+        body = self.body
+        if body is None:
+            return await self.receive()
+        self.body = None
+        return {"type": "http.request", "body": body, "more_body": False}
+
+
+def replaying(body: bytes, receive: Receive) -> Receive:
+    return _Replaying(body, receive)
+
+
+class Run:
+    """The response of one request that holds a key's lease."""
+
+    __slots__ = (
+        "chunks",
+        "done",
+        "downstream",
+        "fingerprint",
+        "headers",
+        "key",
+        "lost",
+        "middleware",
+        "size",
+        "status",
+        "storable",
+        "token",
+        "trailers",
+    )
+
+    def __init__(
+        self, middleware: IdempotencyMiddleware, key: str, fingerprint: str, token: int, send: Send
+    ) -> None:
+        self.middleware = middleware
+        self.key = key
+        self.fingerprint = fingerprint
+        self.token = token
+        self.downstream = send
+        self.storable = False
+        self.trailers = False
+        self.done = False  # the lease is ended (or being ended): no renewal after
+        self.lost = False  # the store said the lease is no longer ours
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.status = 0
+        self.headers: Any = ()
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        if kind == "http.response.body":
+            more = message.get("more_body", False)
+            if self.storable:
+                body = message.get("body", b"")
+                self.size += len(body)
+                if self.size > self.middleware._max_body:
+                    self.storable = False  # too large: passes through, unstored
+                    self.chunks = []
+                else:
+                    self.chunks.append(body)
+            if not more and not self.trailers:
+                await self.finish(store=self.storable)
+        elif kind == "http.response.start":
+            middleware = self.middleware
+            self.status = status = message["status"]
+            self.headers = headers = message.get("headers", ())
+            self.trailers = trailers = message.get("trailers", False)
+            self.storable = (
+                status in middleware._statuses
+                and not trailers
+                and (middleware._cookies or not any(n.lower() == b"set-cookie" for n, _ in headers))
+            )
+        elif kind == "http.response.trailers":
+            if not message.get("more_trailers", False):
+                await self.finish(store=False)
+        elif not message.get("more_body", False):  # pathsend, zerocopysend
+            await self.finish(store=False)
+        await self.downstream(message)
+
+    async def finish(self, *, store: bool) -> None:
+        """End the lease: the response stored, or the key freed."""
+        if self.done:
+            return
+        self.done = True
+        if self.lost:
+            return
+        middleware = self.middleware
+        backend = middleware._store
+        try:
+            if store:
+                record = IdempotencyRecord(
+                    self.fingerprint,
+                    self.status,
+                    tuple((bytes(name), bytes(value)) for name, value in self.headers),
+                    b"".join(self.chunks),
+                )
+                self.chunks = []
+                kept = await backend.complete(self.key, self.token, record, middleware._expiry)
+                if kept:
+                    middleware.stats.stored += 1
+            else:
+                kept = await backend.release(self.key, self.token)
+        except Exception as exc:
+            middleware.store_failed("complete" if store else "release", exc)
+            return
+        if not kept:
+            middleware.lease_lost(self)
