@@ -3,7 +3,9 @@
 ``make package`` (and so ``make test``) runs this. It builds the sdist, and
 the wheel from that sdist (so a file missing from the sdist breaks the wheel
 here rather than on a user's machine), into ``dist/``; checks the metadata
-with ``twine check --strict``; checks what each archive holds; then installs
+with ``twine check --strict``; checks what each archive holds (the wheel:
+the library alone; the sdist: the tracked files of the source tree that
+``make test`` needs); then installs
 the wheel with every extra into a fresh virtual environment that sees none of
 the project's (no ``--system-site-packages``, no ``--no-deps``: pip resolves
 the extras as a user's pip would, from its cache when it can) and imports
@@ -161,13 +163,24 @@ def check_metadata(metadata: Message) -> None:
 
 
 def check_sdist(sdist: Path) -> None:
+    """The sdist holds exactly the tracked files of what pyproject includes."""
     with tarfile.open(sdist) as archive:
-        names = [name.split("/", 1)[1] for name in archive.getnames() if "/" in name]
-    for needed in ("pyproject.toml", "README.md", "LICENSE", f"{PACKAGE}/py.typed", "PKG-INFO"):
-        if needed not in names:
-            raise PackageError(f"{sdist.name} lacks {needed}")
-    # The sdist carries the tests (for redistributors); nothing else of the repository.
-    check_no_strays((name for name in names if not name.startswith("tests/")), sdist)
+        names = {m.name.split("/", 1)[1] for m in archive.getmembers() if m.isfile()}
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["tool"]
+    included: list[str] = tool["hatch"]["build"]["targets"]["sdist"]["include"]
+    tracked = set(run("git", "ls-files", "--", *included).split())
+    # Files git does not track yet (a new module before its commit) are built in too.
+    tracked |= set(
+        run("git", "ls-files", "--others", "--exclude-standard", "--", *included).split()
+    )
+    # Always added by the build backend.
+    generated = {"PKG-INFO", "pyproject.toml", ".gitignore"}
+    if tracked - names:
+        raise PackageError(f"{sdist.name} lacks {sorted(tracked - names)[:10]}")
+    if names - tracked - generated:
+        raise PackageError(
+            f"{sdist.name} holds untracked {sorted(names - tracked - generated)[:10]}"
+        )
 
 
 def install_and_import(wheel: Path) -> list[str]:
