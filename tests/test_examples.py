@@ -80,6 +80,13 @@ EXPECTED = {
         "shared again: worker 1 admitted",
         "redis_fleet: every check passed",
     ),
+    "idempotency_client.py": (
+        "with keys: attempt 1 sent Idempotency-Key",
+        "with keys: attempt 2 sent the same key: 201, replayed: true, ch_1",
+        "with keys: the card was charged 1 time(s)",
+        "without keys: 1 attempt, the POST is not retried (ReadError)",
+        "idempotency_client: every check passed",
+    ),
     "saga.py": (
         "order o-1: o-1 shipped with label_o-1, charge ch_o-1",
         "order o-1: payment retried after [1.0, 2.0] (fake seconds)",
