@@ -13,12 +13,15 @@ Run: python -m examples.idempotency_client
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 from typing import Any
 
 import httpx
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from resilience import Retry, backoff
 from resilience.contrib.asgi import IdempotencyMiddleware
@@ -27,24 +30,14 @@ from resilience.contrib.httpx import AsyncResilientTransport
 charges: list[dict[str, Any]] = []
 
 
-async def payments(scope: dict[str, Any], receive: Any, send: Any) -> None:
+async def charge(request: Request) -> Response:
     """``POST /charges``: charge the card (once per run), answer 201."""
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    charge = {"id": f"ch_{len(charges) + 1}", **json.loads(body)}
-    charges.append(charge)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 201,
-            "headers": [(b"content-type", b"application/json")],
-        }
-    )
-    await send({"type": "http.response.body", "body": json.dumps(charge).encode()})
+    made = {"id": f"ch_{len(charges) + 1}", **await request.json()}
+    charges.append(made)
+    return JSONResponse(made, status_code=201)
+
+
+payments = Starlette(routes=[Route("/charges", charge, methods=["POST"])])
 
 
 class LossyNetwork(httpx.AsyncBaseTransport):

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import redis.asyncio
@@ -20,6 +21,7 @@ import redis.asyncio
 from resilience import CircuitState
 from resilience.contrib.asgi import (
     Completed,
+    IdempotencyMiddleware,
     IdempotencyRecord,
     IdempotencyStore,
     InFlight,
@@ -359,3 +361,30 @@ def test_bad_settings_are_refused_naming_the_parameter() -> None:
         RedisIdempotencyStore(client, store_timeout=0)
     with pytest.raises(ValueError, match="key must be a digest without braces"):
         RedisIdempotencyStore(client).redis_keys("}" * 64)
+
+
+@asyncio_only
+async def test_behind_the_middleware_a_dead_redis_fails_closed_with_503(
+    fresh_redis_server: RedisServer,
+) -> None:
+    ran: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        ran.append(scope["path"])
+        await send({"type": "http.response.start", "status": 201, "headers": []})
+        await send({"type": "http.response.body", "body": b"charged"})
+
+    client = redis.asyncio.Redis(port=fresh_redis_server.address[1])
+    store = RedisIdempotencyStore(client, prefix="closed", store_timeout=0.2, clock=FakeClock())
+    service = IdempotencyMiddleware(app, store=store)
+    fresh_redis_server.kill()
+    transport = httpx.ASGITransport(app=service)
+    async with httpx.AsyncClient(transport=transport, base_url="http://shop") as http:
+        for _ in range(4):  # the last ones refused by the store's breaker, at once
+            response = await http.post("/charges", headers={"Idempotency-Key": '"k-1"'})
+            assert response.status_code == 503
+            assert int(response.headers["retry-after"]) >= 1
+            assert response.headers["content-type"] == "application/problem+json"
+    assert ran == []
+    assert service.stats.unavailable == 4
+    await client.aclose()
