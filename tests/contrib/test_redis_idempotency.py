@@ -313,7 +313,7 @@ async def test_a_dead_redis_is_a_store_unavailable_error_then_fails_fast(
         with pytest.raises(StoreUnavailableError, match="'dead': Redis did not answer"):
             await step
     # Three failures in a row: Redis is not even asked until the breaker's trial.
-    assert store._backend.breaker.state is CircuitState.OPEN
+    assert store.breaker.state is CircuitState.OPEN
     fresh_redis_server.restart()
     with pytest.raises(StoreUnavailableError):
         await store.claim(KEY, "f1", 10)

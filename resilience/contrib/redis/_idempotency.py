@@ -7,7 +7,7 @@ import logging
 import math
 from typing import Any
 
-from resilience import Clock
+from resilience import CircuitBreaker, Clock
 from resilience.contrib.asgi import Claim, Completed, IdempotencyRecord, InFlight, Lease
 from resilience.lowlevel import check_seconds, running_loop
 
@@ -19,7 +19,7 @@ from ._idempotency_scripts import (
     IDEMPOTENCY_RENEW,
 )
 
-__all__ = ["RedisIdempotencyStore"]
+__all__ = ["RedisIdempotencyStore", "StoreUnavailableError"]
 
 _logger = logging.getLogger("resilience")
 _SHAS = {
@@ -111,6 +111,12 @@ class RedisIdempotencyStore:
     def client(self) -> Any:
         """The redis-py client."""
         return self._backend.client
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The breaker in front of Redis (named ``<prefix>:redis``, as a
+        :class:`RedisBackend`'s): open while Redis does not answer."""
+        return self._backend.breaker
 
     @property
     def store_timeout(self) -> float:
