@@ -86,6 +86,7 @@ class Retry(Policy):
         "_max_elapsed",
         "_needs_start",
         "_note",
+        "_on",
         "_on_result",
         "_retries",
         "_success_with_retry",
@@ -117,6 +118,7 @@ class Retry(Policy):
         super().__init__(name=name, clock=clock)
         self._attempts = attempts
         self._backoff = backoff
+        self._on = on
         self._is_retryable = exception_matcher("on", on, never=_NEVER_RETRIED)
         self._on_result = result_predicate("on_result", on_result)
         self._max_elapsed = max_elapsed
@@ -131,7 +133,50 @@ class Retry(Policy):
 
     @property
     def attempts(self) -> int:
+        """How many attempts a call gets in all, the first included."""
         return self._attempts
+
+    @property
+    def backoff(self) -> Backoff:
+        """The delay schedule between attempts (:mod:`resilience.backoff`).
+
+        Example::
+
+            assert Retry(3, backoff=backoff.fixed(1.0)).backoff.seconds == 1.0
+        """
+        return self._backoff
+
+    @property
+    def on(self) -> ExceptionFilter:
+        """The ``on=`` filter as given: exception types or a predicate.
+
+        Example::
+
+            assert Retry(3, on=ConnectionError).on is ConnectionError
+        """
+        return self._on
+
+    @property
+    def max_elapsed(self) -> float | None:
+        """Seconds from the first attempt after which no wait starts, or None."""
+        return self._max_elapsed
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        """The shared :class:`RetryBudget`, or None."""
+        return self._budget
+
+    def retryable(self, error: BaseException) -> bool:
+        """Whether this policy would retry a call that raised ``error``: its
+        ``on=`` filter says yes, and it is none of the kinds never retried
+        (an open breaker, a full bulkhead, a rate-limit refusal).
+
+        Example::
+
+            retry = Retry(3, on=ConnectionError)
+            assert retry.retryable(ConnectionError()) and not retry.retryable(ValueError())
+        """
+        return isinstance(error, Exception) and bool(self._is_retryable(error))
 
     @property
     def stats(self) -> RetryStatistics:

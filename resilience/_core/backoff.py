@@ -85,6 +85,11 @@ class _Schedule:
         """No delay of this schedule is ever above this."""
         return self._cap
 
+    @property
+    def jitter(self) -> Jitter:
+        """The jitter applied to each delay: None, "full", "equal" or "decorrelated"."""
+        return self._jitter
+
     def _raw(self, attempt: int) -> float:
         raise NotImplementedError
 
@@ -147,6 +152,11 @@ class Fixed(_Schedule):
         super().__init__(floor=self._delay, cap=self._delay, jitter=jitter, rng=rng)
         _check_decorrelated("delay", self._delay, jitter)
 
+    @property
+    def seconds(self) -> float:
+        """The delay between attempts, before jitter."""
+        return self._delay
+
     def _raw(self, attempt: int) -> float:
         return self._delay
 
@@ -185,6 +195,16 @@ class Linear(_Schedule):
         floor = self._initial if self._initial > 0 else min(self._step, cap)
         super().__init__(floor=floor, cap=cap, jitter=jitter, rng=rng)
         _check_decorrelated("step", floor, jitter)
+
+    @property
+    def initial(self) -> float:
+        """The first delay, before jitter."""
+        return self._initial
+
+    @property
+    def step(self) -> float:
+        """What each failure adds to the delay."""
+        return self._step
 
     def _raw(self, attempt: int) -> float:
         return self._initial + self._step * (attempt - 1)
@@ -227,6 +247,16 @@ class Exponential(_Schedule):
             raise ValueError(f"cap must be >= initial ({self._initial!r}), got {cap!r}")
         super().__init__(floor=self._initial, cap=cap, jitter=jitter, rng=rng)
         _check_decorrelated("initial", self._initial, jitter)
+
+    @property
+    def initial(self) -> float:
+        """The first delay, before jitter."""
+        return self._initial
+
+    @property
+    def multiplier(self) -> float:
+        """What each failure multiplies the delay by."""
+        return self._multiplier
 
     def _raw(self, attempt: int) -> float:
         try:
