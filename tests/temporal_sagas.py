@@ -33,6 +33,8 @@ FAILURES: dict[str, list[Exception]] = {}
 # Set by the "slow" step when its first attempt starts (which then waits
 # until the worker stops); made anew for each test by reset().
 STARTED = asyncio.Event()
+# What the "gate" step waits for, once it has set STARTED.
+GATE = asyncio.Event()
 
 
 class CardDeclined(Exception):
@@ -46,10 +48,15 @@ class Order:
 
 
 def reset() -> None:
-    global STARTED
+    global GATE, STARTED
     CALLS.clear()
     FAILURES.clear()
     STARTED = asyncio.Event()
+    GATE = asyncio.Event()
+
+
+# What the "gate" step waits for, once it has set STARTED.
+GATE = asyncio.Event()
 
 
 def calls(step: str) -> list[tuple[Any, ...]]:
@@ -108,6 +115,18 @@ async def slow(ctx: SagaContext) -> str:
     return "slow done"
 
 
+async def gate(ctx: SagaContext) -> str:
+    """Runs until the test opens GATE."""
+    _record("gate", ctx)
+    STARTED.set()
+    await GATE.wait()
+    return "through"
+
+
+async def ungate(ctx: SagaContext, passed: str) -> None:
+    _record("ungate", ctx, passed)
+
+
 FAST = backoff.exponential(1.0, 2.0, cap=10.0)
 
 ORDER = Saga(
@@ -138,6 +157,16 @@ RESTART = Saga(
 )
 
 
+CANCEL = Saga(
+    "cancel",
+    [
+        Step("reserve", reserve, compensate=release),
+        Step("gate", gate, compensate=ungate),
+        Step("ship", ship),
+    ],
+)
+
+
 # The workflows -----------------------------------------------------------------
 
 
@@ -153,6 +182,13 @@ class RestartWorkflow:
     @workflow.run
     async def run(self, order: Order) -> dict[str, Any]:
         return await run(RESTART, order)
+
+
+@workflow.defn
+class CancelWorkflow:
+    @workflow.run
+    async def run(self, order: Order) -> dict[str, Any]:
+        return await run(CANCEL, order)
 
 
 # The test server -----------------------------------------------------------------

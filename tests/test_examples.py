@@ -87,6 +87,13 @@ EXPECTED = {
         "without keys: 1 attempt, the POST is not retried (ReadError)",
         "idempotency_client: every check passed",
     ),
+    "saga_temporal.py": (
+        "order o-1: shipped, tracking TRK-o-1, charge ch-o-1",
+        "order o-1: the payment took 2 attempts",
+        "order o-2: payment failed (CardDeclined: card for o-2 declined); compensated ['reserve']",
+        "order o-2: reserved ['lamp'], released ['lamp']",
+        "saga_temporal: every check passed",
+    ),
     "saga.py": (
         "order o-1: o-1 shipped with label_o-1, charge ch_o-1",
         "order o-1: payment retried after [1.0, 2.0] (fake seconds)",

@@ -5,6 +5,7 @@ face."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -13,7 +14,8 @@ from typing import Any, get_type_hints
 
 import pytest
 
-pytest.importorskip("temporalio")
+if os.environ.get("CI") != "true":  # under CI a missing temporalio fails the run
+    pytest.importorskip("temporalio")
 
 from temporalio.common import RetryPolicy
 
@@ -37,6 +39,7 @@ from resilience.contrib.temporal import (
     run,
 )
 from resilience.saga import Parallel, Saga, Step
+from tests import temporal_sagas
 from tests.test_public_api import has_example, isort_key, public_names
 
 S = timedelta(seconds=1)
@@ -317,3 +320,16 @@ def test_no_warning_when_everything_converts() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         activity_options(Timeout(60) | Retry(5, backoff=backoff.exponential(1, 2, cap=30)))
+
+
+def test_a_missing_test_server_fails_under_ci_and_skips_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true: a missing real component"):
+        temporal_sagas.server_path()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="temporal-test-server not found"):
+        temporal_sagas.server_path()
