@@ -33,12 +33,10 @@ Example::
                     workflow_runner=workflow_runner())
 """
 
-try:
+from resilience.contrib import _extras
+
+with _extras.needs_extra(__name__, "temporal"):
     import temporalio.workflow as _temporalio_workflow  # noqa: F401
-except ImportError as exc:  # pragma: no cover - the extra is missing
-    raise ImportError(
-        'resilience.contrib.temporal needs temporalio: pip install "resilience-policies[temporal]"'
-    ) from exc
 
 from ._activities import activities
 from ._convert import (

@@ -29,7 +29,12 @@ __all__ = [
 ]
 
 DEFAULT_START_TO_CLOSE = timedelta(seconds=30)
-"""The limit of one attempt of an activity whose policy has no Timeout."""
+"""The limit of one attempt of an activity whose policy has no Timeout.
+
+Example::
+
+    activity_options(Retry(3))["start_to_close_timeout"]   # DEFAULT_START_TO_CLOSE: 30 s
+"""
 
 # Our Retry never retries these whatever its on= says (they ask the caller to
 # back off); Temporal matches the type names of the failures exactly.

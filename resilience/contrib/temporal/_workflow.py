@@ -28,9 +28,23 @@ from ._activities import StepPlan, plan
 __all__ = ["COMPENSATED", "COMPENSATION_FAILED", "run", "saga_error", "workflow_runner"]
 
 COMPENSATED = "SagaCompensated"
-"""The ``ApplicationError.type`` of a workflow whose saga was compensated."""
+"""The ``ApplicationError.type`` of a workflow whose saga was compensated.
+
+Example::
+
+    except WorkflowFailureError as exc:
+        if getattr(exc.cause, "type", None) == COMPENSATED:
+            ...  # undone cleanly: tell the customer
+"""
 COMPENSATION_FAILED = "SagaCompensationError"
-"""The ``ApplicationError.type`` of one whose compensation failed: it needs a human."""
+"""The ``ApplicationError.type`` of one whose compensation failed: it needs a human.
+
+Example::
+
+    except WorkflowFailureError as exc:
+        if getattr(exc.cause, "type", None) == COMPENSATION_FAILED:
+            page_on_call(exc)
+"""
 
 
 def workflow_runner(
