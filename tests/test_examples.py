@@ -47,6 +47,15 @@ EXPECTED = {
         "per user: ann posted again at t=30; 2 keys held",
         "ratelimit: every check passed",
     ),
+    "idempotency_service.py": (
+        "retried POST: 2 attempts with one key, -> 201 /orders/1, Idempotent-Replayed: true",
+        "service: 1 order created",
+        "same key, other body: 422 idempotency_conflict",
+        "duplicate in flight: 409 idempotency_in_flight, Retry-After: 1; the first -> 201",
+        "after the hour's expiry: 201, a new order 3",
+        "stats: ran=3 replayed=1 conflicts=1 mismatches=1 stored=3",
+        "idempotency_service: every check passed",
+    ),
     "ratelimit_asgi.py": (
         "per client: 203.0.113.7 GET /items -> 429 Retry-After: 20, "
         'RateLimit-Policy: "per-client";q=3;w=60, RateLimit: "per-client";r=0;t=20',

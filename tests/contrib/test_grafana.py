@@ -22,7 +22,9 @@ from resilience import (
     Step,
     Timeout,
 )
+from resilience.contrib.asgi import IdempotencyMiddleware
 from resilience.contrib.prometheus import METRIC_NAMES, instrument
+from tests.contrib.idempotency_app import Orders
 
 DASHBOARD = Path(__file__).parents[2] / "docs" / "grafana-dashboard.json"
 
@@ -91,8 +93,10 @@ def emitted_names() -> set[str]:
         keep = [breaker, Retry(), Bulkhead(1), Timeout(1), Fallback(0), RateLimiter(1), Hedge()]
         keep[1].call_sync(lambda: 1)
         saga = Saga("grafana", [Step("reserve", lambda ctx: 1, compensate=lambda ctx, r: None)])
+        keys = IdempotencyMiddleware(Orders(), name="grafana")
         text = generate_latest(registry).decode()
     assert saga
+    assert keys
     return {
         sample.name for family in text_string_to_metric_families(text) for sample in family.samples
     }

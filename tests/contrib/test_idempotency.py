@@ -466,3 +466,41 @@ def test_bad_settings_name_the_parameter_and_the_value(
     app = options.pop("app", Orders())
     with pytest.raises(error, match=text.replace("(", r"\(").replace(")", r"\)")):
         IdempotencyMiddleware(app, **options)
+
+
+async def test_the_counters_reach_prometheus() -> None:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from resilience.contrib.prometheus import instrument
+
+    orders = Orders()
+    middleware = IdempotencyMiddleware(orders, name="orders-metrics")
+    async with client(middleware) as c:
+        for body in (b"a", b"a", b"b"):
+            await c.post("/orders", content=body, headers=key("k"))
+        await c.post("/orders", content=b"a", headers=key('"'))
+    registry = CollectorRegistry()
+    with instrument(registry):
+        from prometheus_client import generate_latest
+
+        text = generate_latest(registry).decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.labels.get("name") == "orders-metrics"
+    }
+    requests = "resilience_idempotency_requests_total"
+    for outcome, count in (("ran", 1), ("replayed", 1), ("mismatch", 1), ("invalid", 1)):
+        assert samples[requests, (("name", "orders-metrics"), ("outcome", outcome))] == count
+    assert samples["resilience_idempotency_stored_total", (("name", "orders-metrics"),)] == 1
+    assert samples["resilience_idempotency_fenced_total", (("name", "orders-metrics"),)] == 0
+
+
+def test_servers_see_an_asgi3_app() -> None:
+    # __call__ is a plain function returning an awaitable (no frame of ours
+    # for requests without a key); servers must still take it for ASGI 3.
+    import asyncio
+
+    assert asyncio.iscoroutinefunction(IdempotencyMiddleware(Orders()).__call__)

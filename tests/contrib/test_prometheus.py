@@ -34,10 +34,11 @@ from resilience import (
     _observe,
     backoff,
 )
-from resilience.contrib.asgi import ResilienceMiddleware
+from resilience.contrib.asgi import IdempotencyMiddleware, ResilienceMiddleware
 from resilience.contrib.httpx import AsyncResilientTransport
 from resilience.contrib.prometheus import METRIC_NAMES, Instrumentation, instrument
 from resilience.testing import FakeClock
+from tests.contrib.idempotency_app import Orders
 
 _ids = itertools.count()
 
@@ -409,6 +410,7 @@ def test_only_exported_names_appear(registry: CollectorRegistry) -> None:
     breaker.open()  # a transition pair appears once it has happened
     keep = [breaker, Retry(), Bulkhead(1), Timeout(1), Fallback(0), RateLimiter(1), Hedge()]
     saga = Saga(unique("saga"), [Step("reserve", lambda ctx: 1, compensate=lambda ctx, r: None)])
+    keys = IdempotencyMiddleware(Orders(), name=unique("keys"))
     emitted = {sample for sample, _ in scrape(registry)}
     assert emitted == METRIC_NAMES - {
         "resilience_call_duration_seconds_bucket",
@@ -417,6 +419,7 @@ def test_only_exported_names_appear(registry: CollectorRegistry) -> None:
     }
     assert keep
     assert saga
+    assert keys
 
 
 def test_series_stay_bounded_with_many_hosts(registry: CollectorRegistry) -> None:

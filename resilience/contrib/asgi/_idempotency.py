@@ -3,15 +3,17 @@ stored response (draft-ietf-httpapi-idempotency-key-header)."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, Final
 
 import anyio
 
 from resilience.events import Event, Listener, dispatch, global_listeners
-from resilience.lowlevel import check_count, check_seconds
+from resilience.lowlevel import check_count, check_seconds, running_loop
 
 from ._answers import _Response
 from ._idempotency_http import (
@@ -42,7 +44,7 @@ from ._idempotency_stats import (
 )
 from ._idempotency_store import Completed, IdempotencyStore, InFlight, Lease
 from ._limit import whole_seconds
-from ._request import ASGIApp, Receive, Scope, Send
+from ._request import ASGIApp, Message, Receive, Scope, Send
 from ._settings import invalid, methods, wrong
 
 __all__ = ["IdempotencyMiddleware"]
@@ -202,47 +204,59 @@ class IdempotencyMiddleware:
     def store(self) -> IdempotencyStore:
         return self._store
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in self._methods:
-            await self.app(scope, receive, send)
-            return
-        key = None
-        for name, value in scope["headers"]:
-            if name == HEADER:
-                if key is not None:
-                    await self._refuse(TWO_KEYS, send)
-                    return
-                key = value
-        if key is None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # A plain function handing back the app's own awaitable: a request
+        # without a key passes through without a coroutine frame of ours.
+        if scope["type"] == "http" and scope["method"] in self._methods:
+            for name, value in scope["headers"]:
+                if name == b"idempotency-key":  # a constant: cheaper than a global
+                    return self._keyed(scope, receive, send, value)
             if self._required:
-                await self._refuse(MISSING_KEY, send)
-                return
-            await self.app(scope, receive, send)
-            return
-        await self._keyed(scope, receive, send, key)
+                return self._refuse(MISSING_KEY, send)
+        return self.app(scope, receive, send)
 
     async def _keyed(self, scope: Scope, receive: Receive, send: Send, value: bytes) -> None:
+        # One pass: a second key, and the default identity (Authorization).
+        seen = 0
+        who: bytes | str | None = None
+        for name, found in scope["headers"]:
+            if name == HEADER:
+                seen += 1
+            elif name == b"authorization":
+                who = found
+        if seen > 1:
+            await self._refuse(TWO_KEYS, send)
+            return
         key = parse_key(value)
         if key is None or len(key) > MAX_KEY:
             await self._refuse(BAD_KEY if key is None else LONG_KEY, send)
             return
-        try:
-            who = self._identity(scope)
-            if isinstance(who, str):
-                who = who.encode()
-            elif who is not None and not isinstance(who, bytes):
-                raise TypeError(f"identity must return bytes, str or None, got {who!r}")
-        except Exception:
-            _logger.exception("the identity function of %r raised: answered 500", self)
-            await _send(IDENTITY_FAILED, send)
-            return
-        body = await self._read(receive)
-        if body is None:
-            return  # the client went away before its request was whole
-        if body is _TOO_LARGE:
-            await self._refuse(self._too_large, send)
-            return
-        assert isinstance(body, bytes)
+        if self._identity is not authorization:
+            try:
+                who = self._identity(scope)
+                if who is not None and not isinstance(who, bytes | str):
+                    raise TypeError(f"identity must return bytes, str or None, got {who!r}")
+            except Exception:
+                _logger.exception("the identity function of %r raised: answered 500", self)
+                await _send(IDENTITY_FAILED, send)
+                return
+        if isinstance(who, str):
+            who = who.encode()
+        message = await receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            body = message.get("body", b"")  # the whole body at once: the usual case
+            if len(body) > self._max_body:
+                await self._refuse(self._too_large, send)
+                return
+        else:
+            rest = await self._read_rest(message, receive)
+            if rest is None:
+                return  # the client went away before its request was whole
+            if rest is _TOO_LARGE:
+                await self._refuse(self._too_large, send)
+                return
+            assert isinstance(rest, bytes)
+            body = rest
         stored_key = scoped_key(who, key)
         mark = fingerprint(scope, body)
         store = self._store
@@ -259,13 +273,11 @@ class IdempotencyMiddleware:
                     self.stats.unavailable += 1
                     await _send(self._unavailable, send)
                 return
-            kind = type(claim)
-            if kind is Completed:
-                assert isinstance(claim, Completed)
-                if claim.record.fingerprint != mark:
+            if isinstance(claim, Completed):
+                record = claim.record
+                if record.fingerprint != mark:
                     break
                 self.stats.replayed += 1
-                record = claim.record
                 headers = [
                     *record.headers,
                     (b"idempotent-replayed", b"true"),
@@ -276,8 +288,7 @@ class IdempotencyMiddleware:
                 )
                 await send({"type": "http.response.body", "body": record.body})
                 return
-            if kind is InFlight:
-                assert isinstance(claim, InFlight)
+            if isinstance(claim, InFlight):
                 if claim.fingerprint != mark:
                     break
                 if self._wait:
@@ -291,7 +302,6 @@ class IdempotencyMiddleware:
                 self.stats.conflicts += 1
                 await _send(self._conflict, send)
                 return
-            assert isinstance(claim, Lease)
             await self._run(scope, replaying(body, receive), send, stored_key, mark, claim)
             return
         self.stats.mismatches += 1
@@ -307,34 +317,52 @@ class IdempotencyMiddleware:
             stats.taken_over += 1
             self._emit(IdempotencyLeaseTakenOver, stats.name)
         run = Run(self, key, mark, lease.token, send)
-        error: BaseException | None = None
+        loop = running_loop()
         try:
-            async with anyio.create_task_group() as group:
-                group.start_soon(self._renew, run)
-                try:
-                    await self.app(scope, receive, run.send)
-                except BaseException as exc:
-                    # Raised outside the group: anyio would wrap it in an
-                    # ExceptionGroup, which outer middleware cannot catch as is.
-                    error = exc
-                group.cancel_scope.cancel()
+            if loop is not None:
+                # asyncio: a timer, and a renewal task only for a request
+                # that outlives a third of its lease (most never do).
+                run.timer = loop.call_later(self._lease / 3, self._renew_later, run, loop)
+                await self.app(scope, receive, run.send)
+            else:
+                await self._run_in_group(scope, receive, run)
         finally:
+            run.stop()
             if not run.done:
                 # The app raised or returned without a whole response: free
                 # the key now (shielded: even when cancelled), so the retry
                 # runs again at once instead of after the lease.
                 with anyio.CancelScope(shield=True):
                     await run.finish(store=False)
+
+    async def _run_in_group(self, scope: Scope, receive: Receive, run: Run) -> None:
+        """trio: the renewer in a task group beside the app."""
+        error: BaseException | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._renew, run, True)
+            try:
+                await self.app(scope, receive, run.send)
+            except BaseException as exc:
+                # Raised outside the group: anyio would wrap it in an
+                # ExceptionGroup, which outer middleware cannot catch as is.
+                error = exc
+            group.cancel_scope.cancel()
         if error is not None:
             try:
                 raise error
             finally:
                 error = None
 
-    async def _renew(self, run: Run) -> None:
+    def _renew_later(self, run: Run, loop: asyncio.AbstractEventLoop) -> None:
+        if not run.done:
+            run.task = loop.create_task(self._renew(run, False))
+
+    async def _renew(self, run: Run, wait_first: bool) -> None:
         interval = self._lease / 3
         while True:
-            await anyio.sleep(interval)
+            if wait_first:
+                await anyio.sleep(interval)
+            wait_first = True
             if run.done:
                 return
             try:
@@ -346,19 +374,12 @@ class IdempotencyMiddleware:
                 self.lease_lost(run)
                 return
 
-    async def _read(self, receive: Receive) -> bytes | int | None:
-        """The request body, whole; None if the client disconnected, or
-        _TOO_LARGE past ``max_body``."""
-        message = await receive()
-        if message["type"] != "http.request":
-            return None
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            return body if len(body) <= self._max_body else _TOO_LARGE
-        chunks = [body]
-        size = len(body)
+    async def _read_rest(self, message: Message, receive: Receive) -> bytes | int | None:
+        """The request body, whole, from its first message on; None if the
+        client disconnected, or _TOO_LARGE past ``max_body``."""
+        chunks: list[bytes] = []
+        size = 0
         while True:
-            message = await receive()
             if message["type"] != "http.request":
                 return None
             chunk = message.get("body", b"")
@@ -368,6 +389,7 @@ class IdempotencyMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+            message = await receive()
 
     async def _refuse(self, response: _Response, send: Send) -> None:
         self.stats.invalid += 1
@@ -422,6 +444,15 @@ class IdempotencyMiddleware:
 
     def __repr__(self) -> str:
         return f"<IdempotencyMiddleware {self.stats.name!r} app={self.app!r}>"
+
+
+# Servers tell an ASGI 3 app from an ASGI 2 one by whether its __call__ is a
+# coroutine function (uvicorn, hypercorn: asyncio.iscoroutinefunction), and
+# ours is a plain function that returns an awaitable: say it is one.
+if hasattr(inspect, "markcoroutinefunction"):  # Python 3.12+
+    inspect.markcoroutinefunction(IdempotencyMiddleware.__call__)
+else:  # Python 3.11: the marker asyncio.iscoroutinefunction looks for
+    IdempotencyMiddleware.__call__._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
 
 
 async def _send(response: _Response, send: Send) -> None:

@@ -5,6 +5,7 @@ fingerprint."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ._idempotency_store import IdempotencyRecord
@@ -53,6 +54,8 @@ class Run:
         "size",
         "status",
         "storable",
+        "task",
+        "timer",
         "token",
         "trailers",
     )
@@ -73,6 +76,17 @@ class Run:
         self.size = 0
         self.status = 0
         self.headers: Any = ()
+        self.timer: asyncio.TimerHandle | None = None  # asyncio: when to start renewing
+        self.task: asyncio.Task[None] | None = None  # asyncio: the renewer, once started
+
+    def stop(self) -> None:
+        """No more renewals (asyncio; on trio the task group ends the renewer)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
 
     async def send(self, message: Message) -> None:
         kind = message["type"]

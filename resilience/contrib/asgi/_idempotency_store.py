@@ -99,7 +99,7 @@ class IdempotencyRecord:
             raise ValueError(f"not an idempotency record: {exc}") from None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lease:
     """:meth:`IdempotencyStore.claim` gave this caller the key: run the
     request, then ``complete`` or ``release`` with ``token``.
@@ -117,7 +117,7 @@ class Lease:
     taken_over: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Completed:
     """The key has a stored response, kept ``expires_in`` more seconds.
 
@@ -131,7 +131,7 @@ class Completed:
     expires_in: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InFlight:
     """Another caller holds the key's live lease: its request, whose
     fingerprint is ``fingerprint``, is running; the lease runs out in
@@ -148,6 +148,18 @@ class InFlight:
 
 
 Claim: TypeAlias = Lease | Completed | InFlight
+"""What a claim finds. Its three classes are plain slotted dataclasses, not
+frozen ones, only because a store builds one per request and a frozen
+dataclass costs several times more to build: treat them as immutable.
+
+Example::
+
+    claim: Claim = await store.claim(key, fingerprint, 10.0)
+    match claim:
+        case Lease(token=token): ...
+        case Completed(record=record): ...
+        case InFlight(fingerprint=running): ...
+"""
 """What :meth:`IdempotencyStore.claim` answers: run the request, replay, or wait.
 
 Example::

@@ -13,7 +13,7 @@ Example::
     instrument()                          # the default registry
     prometheus_client.start_http_server(9100)
 
-Metric families (label values come only from policy, saga and step names; see
+Metric families (label values come only from policy, saga, step and middleware names; see
 docs/metrics.md):
 
 ================================================= ========== ==========================
@@ -40,6 +40,11 @@ metric                                            type       labels
 ``resilience_hedge_wins_total``                   counter    name
 ``resilience_hedge_cancelled_total``              counter    name
 ``resilience_fallbacks_total``                    counter    name
+``resilience_idempotency_requests_total``         counter    name, outcome
+``resilience_idempotency_stored_total``           counter    name
+``resilience_idempotency_lease_takeovers_total``  counter    name
+``resilience_idempotency_fenced_total``           counter    name
+``resilience_idempotency_store_errors_total``     counter    name
 ``resilience_saga_runs_total``                    counter    name, outcome
 ``resilience_saga_running``                       gauge      name
 ``resilience_saga_cancelled_total``               counter    name

@@ -19,6 +19,7 @@ from resilience import (
     Retry,
     Timeout,
 )
+from resilience.contrib.asgi import IdempotencyStats
 from resilience.lowlevel import live_policies, live_sagas
 from resilience.saga import Parallel, Saga
 
@@ -115,6 +116,8 @@ class ResilienceCollector(Collector):
                     timed.append((name, dict(per_outcome)))
         for saga in live_sagas():
             self._read_saga(saga, series)
+        for keys in IdempotencyStats.live():
+            self._read_idempotency(keys, series)
         for family_name, values in series.items():
             family = _families.family(family_name)
             if isinstance(family, SummaryMetricFamily):
@@ -143,6 +146,25 @@ class ResilienceCollector(Collector):
         calls.add((name, "ignored"), stats.ignored_total)
         calls.add((name, "rejected"), stats.rejected)
         series["resilience_circuit_breaker_slow_calls"].add((name,), stats.slow_total)
+
+    @staticmethod
+    def _read_idempotency(stats: IdempotencyStats, series: dict[str, Series]) -> None:
+        name = stats.name
+        requests = series["resilience_idempotency_requests"]
+        for outcome, count in (
+            ("ran", stats.ran),
+            ("replayed", stats.replayed),
+            ("conflict", stats.conflicts),
+            ("mismatch", stats.mismatches),
+            ("invalid", stats.invalid),
+            ("unavailable", stats.unavailable),
+            ("unprotected", stats.unprotected),
+        ):
+            requests.add((name, outcome), count)
+        series["resilience_idempotency_stored"].add((name,), stats.stored)
+        series["resilience_idempotency_lease_takeovers"].add((name,), stats.taken_over)
+        series["resilience_idempotency_fenced"].add((name,), stats.fenced)
+        series["resilience_idempotency_store_errors"].add((name,), stats.store_errors)
 
     @staticmethod
     def _read_saga(saga: Saga, series: dict[str, Series]) -> None:

@@ -179,6 +179,34 @@ FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "Failures (or rejected results) a fallback policy replaced with its substitute.",
         ("name",),
     ),
+    "resilience_idempotency_requests": (
+        "counter",
+        "Keyed requests through an IdempotencyMiddleware by outcome: ran, replayed (the "
+        "stored response), conflict (409, still running), mismatch (422, another request's "
+        "key), invalid (400 or 413), unavailable (503, store down), unprotected (store down, "
+        "run unchecked: fail_open).",
+        ("name", "outcome"),
+    ),
+    "resilience_idempotency_stored": (
+        "counter",
+        "Responses an IdempotencyMiddleware stored for replay.",
+        ("name",),
+    ),
+    "resilience_idempotency_lease_takeovers": (
+        "counter",
+        "Keys claimed from a lease that had run out (its holder crashed, stalled or died).",
+        ("name",),
+    ),
+    "resilience_idempotency_fenced": (
+        "counter",
+        "Requests that lost their lease while running: their response was not stored.",
+        ("name",),
+    ),
+    "resilience_idempotency_store_errors": (
+        "counter",
+        "Calls to an IdempotencyMiddleware's store that raised.",
+        ("name",),
+    ),
     "resilience_saga_runs": (
         "counter",
         "Finished saga runs by outcome: completed (every step succeeded), compensated "
