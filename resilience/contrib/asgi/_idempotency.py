@@ -13,7 +13,7 @@ from typing import Any, Final
 import anyio
 
 from resilience.events import Event, Listener, dispatch, global_listeners
-from resilience.lowlevel import check_count, check_seconds, running_loop
+from resilience.lowlevel import check_count, check_seconds
 
 from ._answers import _Response
 from ._idempotency_http import (
@@ -35,14 +35,13 @@ from ._idempotency_http import (
     unavailable,
 )
 from ._idempotency_memory import MemoryIdempotencyStore
-from ._idempotency_run import Run, replaying
+from ._idempotency_run import Run, replaying, run_leased
 from ._idempotency_stats import (
     IdempotencyLeaseLost,
-    IdempotencyLeaseTakenOver,
     IdempotencyStats,
     IdempotencyStoreFailed,
 )
-from ._idempotency_store import Completed, IdempotencyStore, InFlight, Lease
+from ._idempotency_store import Completed, IdempotencyStore, InFlight
 from ._limit import whole_seconds
 from ._request import ASGIApp, Message, Receive, Scope, Send
 from ._settings import invalid, methods, wrong
@@ -302,77 +301,10 @@ class IdempotencyMiddleware:
                 self.stats.conflicts += 1
                 await _send(self._conflict, send)
                 return
-            await self._run(scope, replaying(body, receive), send, stored_key, mark, claim)
+            await run_leased(self, scope, replaying(body, receive), send, stored_key, mark, claim)
             return
         self.stats.mismatches += 1
         await _send(MISMATCH, send)
-
-    async def _run(
-        self, scope: Scope, receive: Receive, send: Send, key: str, mark: str, lease: Lease
-    ) -> None:
-        """Run the request under its lease, renewed until the response ends."""
-        stats = self.stats
-        stats.ran += 1
-        if lease.taken_over:
-            stats.taken_over += 1
-            self._emit(IdempotencyLeaseTakenOver, stats.name)
-        run = Run(self, key, mark, lease.token, send)
-        loop = running_loop()
-        try:
-            if loop is not None:
-                # asyncio: a timer, and a renewal task only for a request
-                # that outlives a third of its lease (most never do).
-                run.timer = loop.call_later(self._lease / 3, self._renew_later, run, loop)
-                await self.app(scope, receive, run.send)
-            else:
-                await self._run_in_group(scope, receive, run)
-        finally:
-            run.stop()
-            if not run.done:
-                # The app raised or returned without a whole response: free
-                # the key now (shielded: even when cancelled), so the retry
-                # runs again at once instead of after the lease.
-                with anyio.CancelScope(shield=True):
-                    await run.finish(store=False)
-
-    async def _run_in_group(self, scope: Scope, receive: Receive, run: Run) -> None:
-        """trio: the renewer in a task group beside the app."""
-        error: BaseException | None = None
-        async with anyio.create_task_group() as group:
-            group.start_soon(self._renew, run, True)
-            try:
-                await self.app(scope, receive, run.send)
-            except BaseException as exc:
-                # Raised outside the group: anyio would wrap it in an
-                # ExceptionGroup, which outer middleware cannot catch as is.
-                error = exc
-            group.cancel_scope.cancel()
-        if error is not None:
-            try:
-                raise error
-            finally:
-                error = None
-
-    def _renew_later(self, run: Run, loop: asyncio.AbstractEventLoop) -> None:
-        if not run.done:
-            run.task = loop.create_task(self._renew(run, False))
-
-    async def _renew(self, run: Run, wait_first: bool) -> None:
-        interval = self._lease / 3
-        while True:
-            if wait_first:
-                await anyio.sleep(interval)
-            wait_first = True
-            if run.done:
-                return
-            try:
-                kept = await self._store.renew(run.key, run.token, self._lease)
-            except Exception as exc:
-                self.store_failed("renew", exc)
-                continue  # the next renewal may still be in time
-            if not kept:
-                self.lease_lost(run)
-                return
 
     async def _read_rest(self, message: Message, receive: Receive) -> bytes | int | None:
         """The request body, whole, from its first message on; None if the

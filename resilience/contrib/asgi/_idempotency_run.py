@@ -8,13 +8,18 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from ._idempotency_store import IdempotencyRecord
-from ._request import Message, Receive, Send
+import anyio
+
+from resilience.lowlevel import running_loop
+
+from ._idempotency_stats import IdempotencyLeaseTakenOver
+from ._idempotency_store import IdempotencyRecord, Lease
+from ._request import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from ._idempotency import IdempotencyMiddleware
 
-__all__ = ["Run", "replaying"]
+__all__ = ["Run", "replaying", "run_leased"]
 
 
 class _Replaying:
@@ -147,3 +152,84 @@ class Run:
             return
         if not kept:
             middleware.lease_lost(self)
+
+
+async def run_leased(
+    middleware: IdempotencyMiddleware,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    key: str,
+    mark: str,
+    lease: Lease,
+) -> None:
+    """Run the request under its lease, renewed until the response ends."""
+    stats = middleware.stats
+    stats.ran += 1
+    if lease.taken_over:
+        stats.taken_over += 1
+        middleware._emit(IdempotencyLeaseTakenOver, stats.name)
+    run = Run(middleware, key, mark, lease.token, send)
+    loop = running_loop()
+    try:
+        if loop is not None:
+            # asyncio: a timer, and a renewal task only for a request that
+            # outlives a third of its lease (most never do): no task group,
+            # which would cost several times the rest of the request.
+            run.timer = loop.call_later(middleware._lease / 3, _renew_later, run, loop)
+            await middleware.app(scope, receive, run.send)
+        else:
+            await _run_in_group(scope, receive, run)
+    finally:
+        run.stop()
+        if not run.done:
+            # The app raised or returned without a whole response: free the
+            # key now (shielded: even when cancelled), so the retry runs
+            # again at once instead of after the lease.
+            with anyio.CancelScope(shield=True):
+                await run.finish(store=False)
+
+
+async def _run_in_group(scope: Scope, receive: Receive, run: Run) -> None:
+    """trio: the renewer in a task group beside the app."""
+    error: BaseException | None = None
+    async with anyio.create_task_group() as group:
+        group.start_soon(_renew, run, True)
+        try:
+            await run.middleware.app(scope, receive, run.send)
+        except BaseException as exc:
+            # Raised outside the group: anyio would wrap it in an
+            # ExceptionGroup, which outer middleware cannot catch as is.
+            error = exc
+        group.cancel_scope.cancel()
+    if error is not None:
+        try:
+            raise error
+        finally:
+            error = None
+
+
+def _renew_later(run: Run, loop: asyncio.AbstractEventLoop) -> None:
+    if not run.done:
+        run.task = loop.create_task(_renew(run, False))
+
+
+async def _renew(run: Run, wait_first: bool) -> None:
+    """Renew the lease every third of it until the response ends, or the
+    store says the lease is no longer ours."""
+    middleware = run.middleware
+    lease = middleware._lease
+    while True:
+        if wait_first:
+            await anyio.sleep(lease / 3)
+        wait_first = True
+        if run.done:
+            return
+        try:
+            kept = await middleware._store.renew(run.key, run.token, lease)
+        except Exception as exc:
+            middleware.store_failed("renew", exc)
+            continue  # the next renewal may still be in time
+        if not kept:
+            middleware.lease_lost(run)
+            return
