@@ -90,10 +90,13 @@ EXPECTED = {
         "redis_fleet: every check passed",
     ),
     "idempotency_client.py": (
-        "with keys: attempt 1 sent Idempotency-Key",
-        "with keys: attempt 2 sent the same key: 201, replayed: true, ch_1",
-        "with keys: the card was charged 1 time(s)",
-        "without keys: 1 attempt, the POST is not retried (ReadError)",
+        'generated key "',
+        "502 from the gateway, retried with the same key -> 201 /orders/1, "
+        "Idempotent-Replayed: true",
+        "after a restart, a new generated key -> /orders/2 (a second order)",
+        "your own key, first: -> 201 /orders/3, Idempotent-Replayed: true",
+        "your own key, after a restart: -> 201 /orders/3, Idempotent-Replayed: true",
+        "without keys: 502, not retried; the service has 4 orders",
         "idempotency_client: every check passed",
     ),
     "saga_temporal.py": (
