@@ -116,8 +116,10 @@ def test_a_schedule_of_ones_own_is_refused() -> None:
 
 def test_strict_false_drops_with_a_warning() -> None:
     jittery = Retry(3, backoff=backoff.exponential(1, 2, cap=9, jitter="equal"))
-    with pytest.warns(TemporalConversionWarning, match="jitter='equal'.*dropped: the jitter"):
+    dropped = "jitter='equal'.*dropped: the jitter"
+    with pytest.warns(TemporalConversionWarning, match=dropped) as got:
         policy = retry_policy(jittery, strict=False)
+    assert got[0].filename == __file__  # it points at the call, not into the package
     assert (policy.initial_interval, policy.maximum_interval) == (1 * S, 9 * S)
     with pytest.warns(TemporalConversionWarning, match="Temporal's default schedule"):
         policy = retry_policy(Retry(3, backoff=backoff.linear(1, 2)), strict=False)
@@ -271,6 +273,14 @@ def test_a_policy_temporal_cannot_run_is_refused_naming_the_step() -> None:
         ValueError, match=r"^compensate_policy of saga 'order' \(for step 'charge'\)"
     ):
         activities(saga)
+
+
+def test_activities_with_strict_false_warn_at_the_worker_and_drop() -> None:
+    saga = Saga("order", [Step("charge", reserve, policy=Retry(3) | CircuitBreaker("pay"))])
+    with pytest.warns(TemporalConversionWarning, match="policy of step 'charge'") as got:
+        defined = activities(saga, strict=False)
+    assert got[0].filename == __file__
+    assert len(defined) == 1
 
 
 def test_activity_names_that_collide_are_refused() -> None:

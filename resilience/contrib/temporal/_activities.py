@@ -57,9 +57,12 @@ def _retry_of(policy: Policy | None) -> Retry | None:
     return None
 
 
-def plan(saga: Saga, *, strict: bool = True) -> tuple[tuple[StepPlan, ...], ...]:
+def plan(
+    saga: Saga, *, strict: bool = True, quiet: bool = False
+) -> tuple[tuple[StepPlan, ...], ...]:
     """The saga's layers (a step, or a Parallel group's members) as StepPlans;
-    TypeError or ValueError for a policy Temporal cannot express."""
+    TypeError or ValueError for a policy Temporal cannot express (``quiet``:
+    no warning for what ``strict=False`` drops)."""
     if not isinstance(saga, Saga):
         raise TypeError(f"saga must be a resilience Saga, got {saga!r}")
     seen: dict[str, str] = {}
@@ -70,7 +73,7 @@ def plan(saga: Saga, *, strict: bool = True) -> tuple[tuple[StepPlan, ...], ...]
         for step in members:
             action, undo = _names(saga, step)
             options = convert(
-                step.policy, _Conversion(f"policy of step {step.name!r}", strict, True)
+                step.policy, _Conversion(f"policy of step {step.name!r}", strict, True, quiet)
             )
             compensate_options = None
             if step.compensate is not None:
@@ -82,7 +85,7 @@ def plan(saga: Saga, *, strict: bool = True) -> tuple[tuple[StepPlan, ...], ...]
                 )
                 compensate_options = convert(
                     step.compensate_policy if own else saga.compensate_policy,
-                    _Conversion(where, strict, True),
+                    _Conversion(where, strict, True, quiet),
                 )
             for activity_name, what in ((action, "action"), (undo, "compensation")):
                 if what == "compensation" and step.compensate is None:

@@ -9,6 +9,7 @@ Pure and deterministic: workflow code calls it (every replay too).
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from datetime import timedelta
 from typing import TypedDict
@@ -72,21 +73,36 @@ class _Conversion:
     """One policy's conversion: where it stands (for the messages), whether
     a problem raises or warns, and whether the activity applies ``on=``."""
 
-    __slots__ = ("on_in_activity", "strict", "where")
+    __slots__ = ("on_in_activity", "quiet", "strict", "where")
 
-    def __init__(self, where: str, strict: bool, on_in_activity: bool) -> None:
+    def __init__(self, where: str, strict: bool, on_in_activity: bool, quiet: bool = False) -> None:
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, got {strict!r}")
         self.where = where
         self.strict = strict
         self.on_in_activity = on_in_activity
+        self.quiet = quiet
 
     def problem(self, kind: type[Exception], what: str, dropped: str) -> None:
         if self.strict:
             raise kind(f"{self.where}: {what} (strict=False drops it: {dropped})")
-        warnings.warn(
-            f"{self.where}: {what}; dropped: {dropped}", TemporalConversionWarning, stacklevel=4
-        )
+        if not self.quiet:
+            warnings.warn(
+                f"{self.where}: {what}; dropped: {dropped}",
+                TemporalConversionWarning,
+                stacklevel=_outside(),
+            )
+
+
+def _outside() -> int:
+    """The stack level of the first caller outside this package: what a
+    warning points at (the user's call, however deep the conversion was)."""
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(__package__ or "-"):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level
 
 
 def _seconds(value: float) -> timedelta:

@@ -129,7 +129,13 @@ async def run(
       step that completed at that moment as cancelled, and nobody would
       undo it. They run to their end (bounded by their timeouts), and are
       compensated if they completed. A cancelled workflow then ends
-      cancelled (failed, if a compensation gave up).
+      cancelled (failed, if a compensation gave up); a cancellation while
+      compensating does not stop the compensations either.
+    - A policy Temporal cannot express raises TypeError or ValueError here
+      too, which fails the workflow task (Temporal retries it until a fixed
+      worker is deployed); :func:`activities` refuses it first, at startup.
+      With ``strict=False`` the parts are dropped silently here
+      (:func:`activities` warned).
     - ``task_queue``: where the activities run (the workflow's by default).
 
     Example::
@@ -146,11 +152,9 @@ async def run(
             "(await it in a @workflow.run method, on the worker's asyncio loop); to run "
             "the saga in process, await saga.run(input)"
         )
-    layers = plan(saga, strict=strict)
+    layers = plan(saga, strict=strict, quiet=True)  # activities() warned at startup
     results: dict[str, Any] = {}
     done: list[list[tuple[StepPlan, dict[str, Any], Any]]] = []
-    completed: list[str] = []
-    cancelled: list[str] = []
     failures: dict[str, BaseException] = {}
     interruption: BaseException | None = None
     for layer in layers:
@@ -164,26 +168,45 @@ async def run(
         outcomes, interruption = await _settle(handles)
         finished: list[tuple[StepPlan, dict[str, Any], Any]] = []
         for step, outcome in zip(layer, outcomes, strict=True):
-            if isinstance(outcome, Exception):
+            _evicted(outcome)
+            if isinstance(outcome, BaseException):
                 failures[step.name] = outcome
-            elif isinstance(outcome, BaseException):
-                cancelled.append(step.name)
             else:
                 results[step.name] = outcome
-                completed.append(step.name)
                 finished.append((step, before, outcome))
         done.append(finished)
-        if failures or cancelled or interruption is not None:
+        if failures or interruption is not None:
             break
     else:
         return results
-    compensated, compensation_errors, late = await _compensate(done, input, task_queue)
-    interruption = interruption or late
-    if interruption is not None and not compensation_errors:
-        raise interruption
-    failed, error = next(iter(failures.items()), ("", interruption or asyncio.CancelledError()))
-    error_type, message = _describe(error)
-    kind = COMPENSATION_FAILED if compensation_errors else COMPENSATED
+    compensated, compensation_errors = await _compensate(done, input, task_queue)
+    if not failures and not compensation_errors:
+        assert interruption is not None
+        raise interruption  # cancelled, and wholly compensated: the workflow ends cancelled
+    completed = [step.name for layer in done for step, _, _ in layer]
+    raise _failure(saga, failures, completed, compensated, compensation_errors, results)
+
+
+def _evicted(outcome: object) -> None:
+    """Re-raise a handle's own cancellation: run() never cancels one, only an
+    eviction does (the workflow leaves this worker's cache, and the next
+    worker replays it up to here); nothing may be scheduled meanwhile."""
+    if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
+        raise outcome
+
+
+def _failure(
+    saga: Saga,
+    failures: dict[str, BaseException],
+    completed: list[str],
+    compensated: list[str],
+    compensation_errors: dict[str, BaseException],
+    results: dict[str, Any],
+) -> ApplicationError:
+    """The workflow's error: what failed (a step, or a cancellation whose
+    compensation failed), what was undone, and what could not be."""
+    failed, error = next(iter(failures.items()), ("", None))
+    error_type, message = _describe(error) if error is not None else ("CancelledError", "")
     details = {
         "saga": saga.name,
         "step": failed,
@@ -192,7 +215,7 @@ async def run(
         "failures": {name: list(_describe(exc)) for name, exc in failures.items()},
         "completed": completed,
         "compensated": compensated,
-        "cancelled": cancelled,
+        "cancelled": [],  # nothing is cancelled (see run())
         "compensation_errors": {
             name: list(_describe(exc)) for name, exc in compensation_errors.items()
         },
@@ -206,19 +229,20 @@ async def run(
         text += f"compensation failed for {_names(list(compensation_errors))}: "
         text += "needs manual repair; "
     text += f"compensated: {_names(compensated)}"
-    raise ApplicationError(text, details, type=kind, non_retryable=True) from (
-        error if isinstance(error, Exception) else None
-    )
+    kind = COMPENSATION_FAILED if compensation_errors else COMPENSATED
+    failure = ApplicationError(text, details, type=kind, non_retryable=True)
+    failure.__cause__ = error
+    return failure
 
 
 async def _compensate(
     done: list[list[tuple[StepPlan, dict[str, Any], Any]]], input: Any, task_queue: str | None
-) -> tuple[list[str], dict[str, BaseException], BaseException | None]:
-    """Compensate the completed steps, latest layer first; (compensated,
-    the compensations that failed, a cancellation that came meanwhile)."""
+) -> tuple[list[str], dict[str, BaseException]]:
+    """Compensate the completed steps, latest layer first: (compensated, the
+    compensations that failed). A cancellation meanwhile stops none of them:
+    the run ends as it would have (failed, or cancelled)."""
     compensated: list[str] = []
     errors: dict[str, BaseException] = {}
-    interruption: BaseException | None = None
     for layer in reversed(done):
         undo = [(step, before, result) for step, before, result in layer if step.compensate]
         handles = [
@@ -230,14 +254,14 @@ async def _compensate(
             )
             for step, before, result in undo
         ]
-        outcomes, late = await _settle(handles)
-        interruption = interruption or late
+        outcomes, _ = await _settle(handles)
         for (step, _, _), outcome in zip(undo, outcomes, strict=True):
+            _evicted(outcome)
             if isinstance(outcome, BaseException):
                 errors[step.name] = outcome
             else:
                 compensated.append(step.name)
-    return compensated, errors, interruption
+    return compensated, errors
 
 
 def saga_error(error: BaseException) -> SagaError | None:
