@@ -2,9 +2,12 @@
 
 A page's ```python blocks run in order, in one namespace per page (a later
 block may use an earlier block's names), on one asyncio event loop, with
-top-level ``await`` allowed. A failure names the page and the line of the
+top-level ``await`` allowed, in a process of their own (a page's policies
+and listeners must not be seen by other tests, nor theirs by the page's),
+with warnings as errors. A failure names the page and the line of the
 block's code in it: the code is compiled with the page as its file name and
 at its own line numbers, so the traceback points into the Markdown.
+``python -m tests.test_docs_blocks docs/PAGE.md`` runs one page so.
 
 A block is exempt only when it is nothing but snippet lines
 (``--8<-- "examples/foo.py"``): those files are run by tests/test_examples.py,
@@ -28,6 +31,8 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
+import subprocess
+import sys
 import textwrap
 import warnings
 from collections.abc import Iterator
@@ -134,10 +139,22 @@ RUNNABLE = [p for p in PAGES if python_blocks(p) and p.name not in NOT_YET_RUN]
 
 @pytest.mark.parametrize("page", RUNNABLE, ids=lambda p: str(p.relative_to(DOCS)))
 def test_page_blocks_run(page: Path) -> None:
-    with warnings.catch_warnings():
-        # Peers' own deprecations (aiobreaker's utcnow) are theirs, not the page's.
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module="aiobreaker")
-        run_page(page)
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.test_docs_blocks", str(page.relative_to(ROOT))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+
+
+def main(page: str) -> None:
+    warnings.simplefilter("error")
+    # Peers' own deprecations (aiobreaker's utcnow) are theirs, not the page's.
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="aiobreaker")
+    run_page(ROOT / page)
 
 
 def test_included_files_are_run_examples() -> None:
@@ -189,3 +206,7 @@ def snippet_text(path: Path, section: str) -> str:
         elif inside:
             out.append(line)
     return "\n".join(out)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
