@@ -58,6 +58,7 @@ NOT_YET_WITHIN = {
     "httpx.md",
     "redis.md",
     "saga.md",
+    "temporal.md",
 }
 
 
