@@ -28,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from temporalio import activity, workflow
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 # The sandbox imports this module again to check the workflow: resilience
 # comes in passed through (it cannot be imported in the sandbox).
@@ -120,64 +123,64 @@ def test_server() -> str | None:
     return str(beside) if beside.is_file() else None
 
 
-async def main() -> None:
-    from temporalio.client import WorkflowFailureError
-    from temporalio.testing import WorkflowEnvironment
-    from temporalio.worker import Worker
+async def place(client: Client, order: Order) -> dict[str, Any]:
+    """Run the order's workflow to its end."""
+    result: dict[str, Any] = await client.execute_workflow(
+        OrderWorkflow.run,
+        order,
+        id=f"order-{order.id}-{uuid.uuid4().hex[:6]}",
+        task_queue="orders",
+        execution_timeout=timedelta(minutes=10),
+    )
+    return result
 
-    # The worker logs each failed attempt with its traceback: here they fail on purpose.
+
+async def orders(client: Client) -> None:
+    # 1. One blip, then the payment goes through.
+    SHOP.payment_blips = 1
+    results = await place(client, Order("o-1", "visa", ["book"]))
+    tracking, charge = results["ship"], results["payment"]
+    print(f"order o-1: shipped, tracking {tracking}, charge {charge}")
+    print(f"order o-1: the payment took {SHOP.attempts['o-1']} attempts")
+    assert SHOP.attempts["o-1"] == 2
+    assert SHOP.stock == {"book": 2, "lamp": 1}
+
+    # 2. Declined: not retried; the reservation is released.
+    SHOP.log.clear()
+    try:
+        await place(client, Order("o-2", "declined", ["lamp"]))
+    except WorkflowFailureError as exc:
+        undone = saga_error(exc)
+    else:
+        undone = None
+    assert isinstance(undone, SagaCompensated)
+    undid = list(undone.compensated)
+    print(f"order o-2: {undone.step} failed ({undone.error}); compensated {undid}")
+    print(f"order o-2: {', '.join(SHOP.log)}")
+    assert (undone.step, undone.compensated) == ("payment", ("reserve",))
+    assert SHOP.attempts["o-2"] == 1
+    assert SHOP.stock == {"book": 2, "lamp": 1}
+
+
+async def main() -> None:
+    # The worker logs each failed attempt with its traceback: these fail on purpose.
     logging.getLogger("temporalio.activity").setLevel(logging.ERROR)
     logging.getLogger("temporalio.worker._activity").setLevel(logging.ERROR)
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=test_server())
-    with ThreadPoolExecutor(4) as executor:
-        async with env:
-            queue = "orders"
-            async with Worker(
+    path = test_server()
+    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=path)
+    with ThreadPoolExecutor(4) as executor:  # for the plain def step
+        async with (
+            env,
+            Worker(
                 env.client,
-                task_queue=queue,
+                task_queue="orders",
                 workflows=[OrderWorkflow],
                 activities=activities(ORDER_SAGA, input_type=Order),
-                activity_executor=executor,  # for the plain def step
+                activity_executor=executor,
                 workflow_runner=workflow_runner(),
-            ):
-
-                async def place(order: Order) -> dict[str, Any]:
-                    result: dict[str, Any] = await env.client.execute_workflow(
-                        OrderWorkflow.run,
-                        order,
-                        id=f"order-{order.id}-{uuid.uuid4().hex[:6]}",
-                        task_queue=queue,
-                        execution_timeout=timedelta(minutes=10),
-                    )
-                    return result
-
-                # 1. One blip, then the payment goes through.
-                SHOP.payment_blips = 1
-                results = await place(Order("o-1", "visa", ["book"]))
-                print(
-                    f"order o-1: shipped, tracking {results['ship']}, charge {results['payment']}"
-                )
-                print(f"order o-1: the payment took {SHOP.attempts['o-1']} attempts")
-                assert SHOP.attempts["o-1"] == 2
-                assert SHOP.stock == {"book": 2, "lamp": 1}
-
-                # 2. Declined: not retried; the reservation is released.
-                SHOP.log.clear()
-                try:
-                    await place(Order("o-2", "declined", ["lamp"]))
-                except WorkflowFailureError as exc:
-                    undone = saga_error(exc)
-                else:
-                    undone = None
-                assert isinstance(undone, SagaCompensated)
-                print(
-                    f"order o-2: {undone.step} failed ({undone.error}); "
-                    f"compensated {list(undone.compensated)}"
-                )
-                print(f"order o-2: {', '.join(SHOP.log)}")
-                assert (undone.step, undone.compensated) == ("payment", ("reserve",))
-                assert SHOP.attempts["o-2"] == 1
-                assert SHOP.stock == {"book": 2, "lamp": 1}
+            ),
+        ):
+            await orders(env.client)
     print("saga_temporal: every check passed")
 
 

@@ -129,42 +129,52 @@ async def ungate(ctx: SagaContext, passed: str) -> None:
 
 FAST = backoff.exponential(1.0, 2.0, cap=10.0)
 
-ORDER = Saga(
-    "order",
-    [
-        Step("reserve", reserve, compensate=release, policy=Retry(3, backoff=FAST) | Timeout(10)),
-        Parallel(
+# The sagas are built when used, never at import: the tests of the
+# Prometheus exporter and the benchmarks count every live policy.
+
+
+def order_saga() -> Saga:
+    return Saga(
+        "order",
+        [
             Step(
-                "charge",
-                charge,
-                compensate=refund,
-                policy=Retry(3, backoff=FAST, on=ConnectionError),
-                compensate_policy=Retry(4, backoff=backoff.fixed(30.0)),
+                "reserve", reserve, compensate=release, policy=Retry(3, backoff=FAST) | Timeout(10)
             ),
-            Step("label", label, compensate=void_label),
-        ),
-        Step("ship", ship, policy=Retry(2, backoff=FAST)),
-    ],
-)
+            Parallel(
+                Step(
+                    "charge",
+                    charge,
+                    compensate=refund,
+                    policy=Retry(3, backoff=FAST, on=ConnectionError),
+                    compensate_policy=Retry(4, backoff=backoff.fixed(30.0)),
+                ),
+                Step("label", label, compensate=void_label),
+            ),
+            Step("ship", ship, policy=Retry(2, backoff=FAST)),
+        ],
+    )
 
-RESTART = Saga(
-    "restart",
-    [
-        Step("reserve", reserve, compensate=release),
-        Step("slow", slow, policy=Retry(3, backoff=FAST) | Timeout(10)),
-        Step("ship", ship),
-    ],
-)
+
+def restart_saga() -> Saga:
+    return Saga(
+        "restart",
+        [
+            Step("reserve", reserve, compensate=release),
+            Step("slow", slow, policy=Retry(3, backoff=FAST) | Timeout(10)),
+            Step("ship", ship),
+        ],
+    )
 
 
-CANCEL = Saga(
-    "cancel",
-    [
-        Step("reserve", reserve, compensate=release),
-        Step("gate", gate, compensate=ungate),
-        Step("ship", ship),
-    ],
-)
+def cancel_saga() -> Saga:
+    return Saga(
+        "cancel",
+        [
+            Step("reserve", reserve, compensate=release),
+            Step("gate", gate, compensate=ungate),
+            Step("ship", ship),
+        ],
+    )
 
 
 # The workflows -----------------------------------------------------------------
@@ -174,21 +184,21 @@ CANCEL = Saga(
 class OrderWorkflow:
     @workflow.run
     async def run(self, order: Order) -> dict[str, Any]:
-        return await run(ORDER, order)
+        return await run(order_saga(), order)
 
 
 @workflow.defn
 class RestartWorkflow:
     @workflow.run
     async def run(self, order: Order) -> dict[str, Any]:
-        return await run(RESTART, order)
+        return await run(restart_saga(), order)
 
 
 @workflow.defn
 class CancelWorkflow:
     @workflow.run
     async def run(self, order: Order) -> dict[str, Any]:
-        return await run(CANCEL, order)
+        return await run(cancel_saga(), order)
 
 
 # The test server -----------------------------------------------------------------
