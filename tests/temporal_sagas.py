@@ -177,6 +177,25 @@ def cancel_saga() -> Saga:
     )
 
 
+def group_saga() -> Saga:
+    return Saga(
+        "group",
+        [
+            Step("reserve", reserve, compensate=release),
+            Parallel(
+                Step(
+                    "charge",
+                    charge,
+                    compensate=refund,
+                    policy=Retry(3, backoff=FAST, on=ConnectionError),
+                ),
+                Step("gate", gate, compensate=ungate),
+            ),
+            Step("ship", ship),
+        ],
+    )
+
+
 # The workflows -----------------------------------------------------------------
 
 
@@ -199,6 +218,13 @@ class CancelWorkflow:
     @workflow.run
     async def run(self, order: Order) -> dict[str, Any]:
         return await run(cancel_saga(), order)
+
+
+@workflow.defn
+class GroupWorkflow:
+    @workflow.run
+    async def run(self, order: Order) -> dict[str, Any]:
+        return await run(group_saga(), order)
 
 
 # The test server -----------------------------------------------------------------

@@ -42,10 +42,12 @@ from tests import temporal_sagas as sagas
 from tests.temporal_sagas import (
     CancelWorkflow,
     CardDeclined,
+    GroupWorkflow,
     Order,
     OrderWorkflow,
     RestartWorkflow,
     cancel_saga,
+    group_saga,
     order_saga,
     restart_saga,
 )
@@ -87,11 +89,12 @@ def worker(
     return Worker(
         env.client,
         task_queue=queue,
-        workflows=[OrderWorkflow, RestartWorkflow, CancelWorkflow],
+        workflows=[OrderWorkflow, RestartWorkflow, CancelWorkflow, GroupWorkflow],
         activities=[
             *activities(order_saga(), input_type=Order),
             *activities(restart_saga(), input_type=Order),
             *activities(cancel_saga(), input_type=Order),
+            *activities(group_saga(), input_type=Order),
         ],
         activity_executor=executor,
         workflow_runner=workflow_runner(),
@@ -118,6 +121,7 @@ async def start(env: WorkflowEnvironment, workflow: Any, order: Order, queue: st
     return handle
 
 
+ACTIVITY_FAILED = EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED
 CANCEL_REQUESTED = EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCEL_REQUESTED
 TASK_COMPLETED = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
 
@@ -317,3 +321,32 @@ async def test_a_cancelled_workflow_lets_the_step_in_flight_finish_and_undoes_it
     assert sagas.calls("ship") == []
     assert [call[0] for call in sagas.CALLS] == ["reserve", "gate", "ungate", "release"]
     assert sagas.calls("ungate")[0][4] == "through"
+
+
+async def test_a_group_waits_for_the_sibling_of_a_failed_member_and_undoes_it(
+    env: WorkflowEnvironment, executor: ThreadPoolExecutor
+) -> None:
+    # charge fails at once (CardDeclined: not retried) while gate still runs;
+    # gate is not interrupted, completes, and is compensated with reserve.
+    sagas.FAILURES["charge"] = [CardDeclined("declined")]
+    queue = f"q-{uuid.uuid4().hex}"
+    order = Order("o-7", ["lamp"])
+    async with worker(env, queue, executor):
+        handle = await start(env, GroupWorkflow.run, order, queue)
+        async with asyncio.timeout(30):
+            await sagas.STARTED.wait()
+            kinds: list[Any] = []
+            while ACTIVITY_FAILED not in kinds:  # charge's failure is in the history
+                await asyncio.sleep(0.02)
+                kinds = [event.event_type async for event in handle.fetch_history_events()]
+        sagas.GATE.set()
+        with pytest.raises(WorkflowFailureError) as caught:
+            await result(handle)
+    error = saga_error(caught.value)
+    assert isinstance(error, SagaCompensated)
+    assert error.step == "charge"
+    assert error.completed == ("reserve", "gate")
+    assert error.compensated == ("gate", "reserve")
+    assert sagas.calls("ungate")[0][3:] == ({"reserve": ["r-lamp"]}, "through")
+    assert sagas.calls("refund") == []  # charge did not complete
+    assert sagas.calls("ship") == []
