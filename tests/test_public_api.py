@@ -51,6 +51,7 @@ FACES = {
     "resilience.contrib.asgi": "anyio",
     "resilience.contrib.prometheus": "prometheus_client",
     "resilience.contrib.redis": "redis",
+    "resilience.contrib.temporal": "temporalio",
 }
 
 # Public-looking names a face binds for its own use and deliberately does not
