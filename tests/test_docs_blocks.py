@@ -58,7 +58,6 @@ NOT_YET_WITHIN = {
     "httpx.md",
     "redis.md",
     "saga.md",
-    "temporal.md",
 }
 
 
