@@ -14,12 +14,15 @@ import pytest
 from resilience.contrib.asgi import (
     Claim,
     IdempotencyLeaseLost,
+    IdempotencyLeaseTakenOver,
     IdempotencyMiddleware,
     IdempotencyRecord,
     IdempotencyStoreFailed,
+    InFlight,
     Lease,
     MemoryIdempotencyStore,
 )
+from resilience.contrib.asgi._idempotency_http import fingerprint, scoped_key
 from resilience.events import Event
 from resilience.testing import FakeClock
 from tests.contrib.idempotency_app import Orders, Receive, Scope, Send
@@ -504,3 +507,81 @@ def test_servers_see_an_asgi3_app() -> None:
     import asyncio
 
     assert asyncio.iscoroutinefunction(IdempotencyMiddleware(Orders()).__call__)
+
+
+async def test_a_response_with_trailers_is_sent_but_not_stored() -> None:
+    calls = 0
+
+    async def with_trailers(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal calls
+        calls += 1
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"ok"})
+        await send({"type": "http.response.trailers", "headers": [(b"x-sum", b"1")]})
+
+    store = MemoryIdempotencyStore()
+    middleware = IdempotencyMiddleware(with_trailers, store=store)
+    for _ in range(2):
+        messages: list[dict[str, Any]] = []
+        await middleware(request_scope(), body_receive(b"a"), sent_to(messages))
+        assert [m["type"] for m in messages][-1] == "http.response.trailers"
+    assert calls == 2
+    assert len(store) == 0
+
+
+class BusyStore(MemoryIdempotencyStore):
+    """Tells the test when a claim found the key in flight."""
+
+    __slots__ = ("busy",)
+
+    def __init__(self, clock: FakeClock | None = None) -> None:
+        super().__init__(clock=clock)
+        self.busy = anyio.Event()
+
+    async def claim(self, key: str, fingerprint: str, lease: float) -> Claim:
+        found = await super().claim(key, fingerprint, lease)
+        if isinstance(found, InFlight):
+            self.busy.set()
+        return found
+
+
+async def test_a_waiting_duplicate_runs_itself_when_the_first_is_not_stored() -> None:
+    orders = Orders()
+    orders.status = 500
+    gate = orders.gate()
+    store = BusyStore()
+    middleware = IdempotencyMiddleware(orders, store=store, wait=30.0)
+    async with client(middleware) as c, anyio.create_task_group() as tg:
+        answers: list[httpx.Response] = []
+
+        async def post() -> None:
+            answers.append(await c.post("/orders", content=b"a", headers=key("k")))
+
+        tg.start_soon(post)
+        await gate.reached()
+        tg.start_soon(post)
+        await store.busy.wait()  # the duplicate found it running, and waits
+        gate.open()
+    assert [a.status_code for a in answers] == [500, 500]
+    assert orders.runs == 2  # the 500 was not stored: the duplicate ran it again
+    assert middleware.stats.conflicts == 0
+
+
+async def test_a_takeover_is_told() -> None:
+    clock = FakeClock()
+    store = MemoryIdempotencyStore(clock=clock)
+    middleware = IdempotencyMiddleware(Orders(), store=store, lease=5)
+    events: list[Event] = []
+    middleware.add_listener(events.append)
+    # A process that claimed the key for this request, then died.
+    scope = {"method": "POST", "path": "/orders", "query_string": b""}
+    dead = await store.claim(scoped_key(None, b"k"), fingerprint(scope, b"a"), 5)
+    assert isinstance(dead, Lease)
+    clock.advance(5)
+    async with client(middleware) as c:
+        answer = await c.post("/orders", content=b"a", headers=key("k"))
+    assert answer.status_code == 201
+    assert [type(e) for e in events] == [IdempotencyLeaseTakenOver]
+    assert middleware.stats.taken_over == 1
+    middleware.remove_listener(events.append)
