@@ -50,15 +50,9 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<ticks>`{3,}|~{3,})\s*(?P<lang>[\w+-]
 SETUP = re.compile(r"^[ \t]*<!--\s*docs:\s*setup\s*$")
 SNIPPET = re.compile(r'^\s*-{1,}8<-{1,}\s*"(?P<path>[^"]+)"')
 PYTHON = {"python", "py", "python3"}
-# Wider than this overflows the content column at 1,280 px (see CONTRIBUTING in
-# docs/release.md: measured on screenshots of the built site).
+# Wider than this overflows the content column at 1,280 px (docs/release.md says
+# how it was measured on screenshots of the built site).
 MAX_WIDTH = 88
-# Pages whose lines are not yet within MAX_WIDTH (being reflowed; this set only shrinks).
-NOT_YET_WITHIN = {
-    "httpx.md",
-    "redis.md",
-    "saga.md",
-}
 
 
 @dataclass(frozen=True)
@@ -71,7 +65,12 @@ class Block:
 
     @property
     def where(self) -> str:
-        return f"{self.page.relative_to(ROOT)}:{self.line}"
+        return f"{shown(self.page)}:{self.line}"
+
+
+def shown(page: Path) -> str:
+    """The page's path as failures name it: from the repository's root."""
+    return str(page.relative_to(ROOT)) if page.is_relative_to(ROOT) else str(page)
 
 
 def blocks(page: Path) -> Iterator[Block]:
@@ -92,7 +91,7 @@ def blocks(page: Path) -> Iterator[Block]:
         indent, ticks = m["indent"], m["ticks"]
         close = re.compile(rf"^{re.escape(indent)}{re.escape(ticks[0])}{{{len(ticks)},}}\s*$")
         end = next((j for j in range(i + 1, len(lines)) if close.match(lines[j])), None)
-        assert end is not None, f"{page.relative_to(ROOT)}:{i + 1}: unclosed fence"
+        assert end is not None, f"{shown(page)}:{i + 1}: unclosed fence"
         body = [
             line[len(indent) :] if line.startswith(indent) else line for line in lines[i + 1 : end]
         ]
@@ -117,7 +116,7 @@ def run_page(page: Path) -> None:
             try:
                 code = compile(
                     source,
-                    str(block.page.relative_to(ROOT)),
+                    shown(block.page),
                     "exec",
                     flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
                     dont_inherit=True,
@@ -132,9 +131,7 @@ def run_page(page: Path) -> None:
                 raise AssertionError(f"{block.where}: {type(exc).__name__}: {exc}") from exc
 
 
-# Pages being written by others right now; their blocks run once they have landed.
-NOT_YET_RUN = {"httpx.md"}
-RUNNABLE = [p for p in PAGES if python_blocks(p) and p.name not in NOT_YET_RUN]
+RUNNABLE = [p for p in PAGES if python_blocks(p)]
 
 
 @pytest.mark.parametrize("page", RUNNABLE, ids=lambda p: str(p.relative_to(DOCS)))
@@ -148,6 +145,22 @@ def test_page_blocks_run(page: Path) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+
+
+def test_a_page_runs_as_one_namespace_and_failures_name_their_line(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# A page\n\n"
+        "<!-- docs: setup\nimport asyncio\nx = 1\n-->\n\n"  # lines 3-6: hidden, runs first
+        "```python\nawait asyncio.sleep(0)\ny = x + 1\n```\n\n"  # lines 8-11
+        "```python\nassert y == 2\nassert y == 3\n```\n",  # lines 13-16
+        encoding="utf-8",
+    )
+    assert [(b.line, b.hidden) for b in python_blocks(page)] == [(4, True), (9, False), (14, False)]
+    with pytest.raises(AssertionError, match=r"page\.md:14: AssertionError") as failed:
+        run_page(page)
+    # The traceback points at the failing line of the page itself.
+    assert failed.value.__cause__.__traceback__.tb_next.tb_lineno == 15
 
 
 def main(page: str) -> None:
@@ -173,8 +186,6 @@ def test_included_files_are_run_examples() -> None:
 def test_code_lines_fit_the_column() -> None:
     too_wide = []
     for page in PAGES:
-        if page.name in NOT_YET_WITHIN:
-            continue
         for block in blocks(page):
             texts = [block.code]
             for path in included(block):
