@@ -585,3 +585,35 @@ async def test_a_takeover_is_told() -> None:
     assert [type(e) for e in events] == [IdempotencyLeaseTakenOver]
     assert middleware.stats.taken_over == 1
     middleware.remove_listener(events.append)
+
+
+async def test_in_a_starlette_middleware_stack() -> None:
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from resilience.contrib.asgi import ResilienceMiddleware
+
+    created: list[object] = []
+
+    async def create(request: Request) -> Response:
+        created.append(await request.json())
+        return JSONResponse({"id": len(created)}, status_code=201)
+
+    app = Starlette(
+        routes=[Route("/orders", create, methods=["POST"])],
+        middleware=[
+            Middleware(ResilienceMiddleware, max_concurrent=8, timeout=5.0),
+            Middleware(IdempotencyMiddleware, name="starlette-orders"),
+        ],
+    )
+    async with client(app) as c:
+        first = await c.post("/orders", json={"sku": 1}, headers=key('"s-1"'))
+        again = await c.post("/orders", json={"sku": 1}, headers=key('"s-1"'))
+        other = await c.post("/orders", json={"sku": 2}, headers=key('"s-1"'))
+    assert (first.status_code, again.status_code, other.status_code) == (201, 201, 422)
+    assert again.json() == {"id": 1}
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(created) == 1
