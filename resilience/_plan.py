@@ -372,7 +372,7 @@ def refuse_async(policy: Any, fn: object) -> None:
 def _refuse_sync(policy: Any) -> None:
     """TypeError now if ``policy`` (or a policy of a pipeline in the chain)
     cannot run plain calls, rather than at the first call."""
-    reason = getattr(policy, "_sync_unsupported", None)
+    reason = getattr(policy, "sync_unsupported", None)
     if reason is not None:
         raise TypeError(f"{type(policy).__name__} {policy.name!r} cannot run plain calls: {reason}")
     for inner in getattr(policy, "policies", ()):

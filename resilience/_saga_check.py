@@ -83,7 +83,7 @@ def check_policy(what: str, policy: object, fn: object, is_async: bool) -> None:
 
 def sync_problem(policy: Policy) -> str | None:
     """Why ``policy`` cannot run a plain call in the calling thread, or None."""
-    reason = policy._sync_unsupported
+    reason = policy.sync_unsupported
     if reason is not None:
         return f"{type(policy).__name__} {policy.name!r}: {reason}"
     for inner in policy.policies if isinstance(policy, Pipeline) else ():

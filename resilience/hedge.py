@@ -132,7 +132,7 @@ class Hedge(Policy):
     )
 
     _kind = "hedge"
-    _sync_unsupported = "hedged attempts run side by side, and a thread cannot be cancelled"
+    sync_unsupported = "hedged attempts run side by side, and a thread cannot be cancelled"
 
     def __init__(
         self,

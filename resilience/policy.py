@@ -41,8 +41,8 @@ class Policy:
     work as they are, through a compiled :class:`~resilience.lowlevel.Plan`.
     A policy of neither shape overrides :meth:`call` and :meth:`call_sync`
     and wraps the rest of a chain through them. A subclass that cannot run
-    synchronously sets ``_sync_unsupported`` to the reason (one that cannot
-    wrap ``async def``, ``_async_unsupported``), and decorating such a
+    synchronously sets ``sync_unsupported`` to the reason (one that cannot
+    wrap ``async def``, ``async_unsupported``), and decorating such a
     function with it, or with a pipeline holding it, fails at once.
 
     Example::
@@ -58,8 +58,10 @@ class Policy:
     __slots__ = ("__weakref__", "_async_run", "_clock", "_listeners", "_name", "_plan")
 
     _kind: ClassVar[str] = "policy"
-    _sync_unsupported: ClassVar[str | None] = None
-    _async_unsupported: ClassVar[str | None] = None
+    sync_unsupported: ClassVar[str | None] = None
+    """Why this kind of policy cannot run plain (sync) calls, or None if it can."""
+    async_unsupported: ClassVar[str | None] = None
+    """Why this kind of policy cannot run ``async def`` calls, or None if it can."""
 
     def __init__(self, *, name: str | None = None, clock: Clock | None = None) -> None:
         if name is not None and (not isinstance(name, str) or not name):
@@ -122,18 +124,18 @@ class Policy:
 
     def _check_sync(self, fn: object) -> None:
         """Raise at decoration time if this policy cannot wrap plain calls."""
-        if self._sync_unsupported is not None:
+        if self.sync_unsupported is not None:
             raise TypeError(
                 f"{type(self).__name__} {self._name!r} cannot wrap the plain function "
-                f"{getattr(fn, '__qualname__', fn)!r}: {self._sync_unsupported}"
+                f"{getattr(fn, '__qualname__', fn)!r}: {self.sync_unsupported}"
             )
 
     def _check_async(self, fn: object) -> None:
         """Raise at decoration time if this policy cannot wrap ``async def``."""
-        if self._async_unsupported is not None:
+        if self.async_unsupported is not None:
             raise TypeError(
                 f"{type(self).__name__} {self._name!r} cannot wrap the async function "
-                f"{getattr(fn, '__qualname__', fn)!r}: {self._async_unsupported}"
+                f"{getattr(fn, '__qualname__', fn)!r}: {self.async_unsupported}"
             )
 
     def __or__(self, other: Policy) -> Pipeline:

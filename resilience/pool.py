@@ -219,7 +219,7 @@ class PoolBulkhead(Policy):
 
     _kind = "pool_bulkhead"
     _runs_plain_callables = True  # `call` takes a blocking callable, not an awaitable
-    _async_unsupported: ClassVar[str] = (
+    async_unsupported: ClassVar[str] = (
         "a coroutine does not block a thread, so it gains nothing from a worker pool; "
         "use Bulkhead to limit async code, or give the pool the blocking function itself"
     )

@@ -90,7 +90,7 @@ class Timeout(Policy):
     __slots__ = ("_cache", "_call_at", "_seconds", "_timeouts")
 
     _kind = "timeout"
-    _sync_unsupported = (
+    sync_unsupported = (
         "a timeout cannot interrupt a running thread; use the blocking call's own "
         "timeout parameter, or wrap an async function instead"
     )
@@ -181,9 +181,7 @@ class Timeout(Policy):
         raise AssertionError("Timeout.admit never asks to wait")
 
     def wait_sync(self) -> object:
-        raise TypeError(
-            f"Timeout {self._name!r} cannot time a plain call: {self._sync_unsupported}"
-        )
+        raise TypeError(f"Timeout {self._name!r} cannot time a plain call: {self.sync_unsupported}")
 
     def _admit_slow(self, task: asyncio.Task[Any] | None, outer: Deadline | None) -> object:
         if task is None:
@@ -303,7 +301,7 @@ class Timeout(Policy):
         return TimeoutError(name=self._name, seconds=seconds)
 
     def call_sync(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        raise TypeError(f"Timeout {self._name!r} cannot run {fn!r}: {self._sync_unsupported}")
+        raise TypeError(f"Timeout {self._name!r} cannot run {fn!r}: {self.sync_unsupported}")
 
     def __repr__(self) -> str:
         return f"<Timeout {self._name!r} seconds={self._seconds!r}>"

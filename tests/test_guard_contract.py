@@ -145,7 +145,7 @@ class Spy(Policy):
         super().__init__(name=f"spy:{guard.name}")
         self.guard = guard
         # A Timeout cannot run plain calls; neither can a spy around one.
-        self._sync_unsupported = getattr(guard, "_sync_unsupported", None)
+        self.sync_unsupported = getattr(guard, "sync_unsupported", None)
         self.after_settle = after_settle
         self.tickets: list[Ticket] = []
         self._lock = threading.Lock()

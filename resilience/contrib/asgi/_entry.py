@@ -21,7 +21,7 @@ class Entry:
     __slots__ = ("breaker", "failures", "timeout")
 
     _internal = True  # observers do not see its spans
-    _sync_unsupported = "an ASGI application is async"
+    sync_unsupported = "an ASGI application is async"
 
     admit: Callable[[], object]
     settle: Callable[[object, BaseException | None, object], BaseException | None]

@@ -103,7 +103,7 @@ class RequestLimit:
     )
 
     _internal = True  # the limiter's own counters and events report it
-    _sync_unsupported = "an ASGI application is async"
+    sync_unsupported = "an ASGI application is async"
 
     admit: Callable[[], object]
     settle: Callable[[object, BaseException | None, object], BaseException | None]

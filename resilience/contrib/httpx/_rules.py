@@ -64,7 +64,7 @@ class _ServerStatus:
 
     __slots__ = ()
 
-    _sync_unsupported = None
+    sync_unsupported = None
     _internal = True  # observers do not see its spans
 
     admit: Callable[[], object]
