@@ -22,7 +22,9 @@ plans then compile it into their frame instead of calling ``admit`` and
 Our guards do; a user's guard needs nothing of the sort to run everywhere.
 
 Observers (:func:`add_observer`) are told each policy's span of each call;
-with none registered they cost one test per call.
+with none registered they cost one test per call. :class:`EventSource` is
+how policies, sagas and the idempotency middleware hold their listeners:
+the base for anything of yours that emits events.
 
 The rate limiter's fast path is source too: :data:`RATE_ADMIT` (the GCRA
 admission test) and :data:`RATE_CELL` (a key's cell, least recently used
@@ -70,6 +72,7 @@ from ._core.gcra import ADMIT as RATE_ADMIT
 from ._core.gcra import CELL as RATE_CELL
 from ._core.source import snippet
 from ._deadline import _current as deadline_var
+from ._listeners import EventSource
 from ._plan import Inline, Plan, add_observer, remove_observer
 from ._protocol import WAIT, CallObserver, Flow, FlowRun, Guard
 from ._registry import live_policies, live_sagas, mark_template
@@ -86,6 +89,7 @@ __all__ = [
     "WAIT",
     "CallObserver",
     "DeadlineGuard",
+    "EventSource",
     "Flow",
     "FlowRun",
     "Guard",

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any, ClassVar, ParamSpec, TypeVar, overload
 
 from . import _registry
 from ._clock import SYSTEM_CLOCK, Clock
+from ._listeners import EventSource
 from ._plan import COROUTINE as _COROUTINE
 from ._plan import FUNCTION as _FUNCTION
 from ._plan import Plan, _set_base_call, refuse_async, run_call
-from .events import Event, Listener, dispatch, global_listeners
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -32,7 +32,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Policy:
+class Policy(EventSource):
     """Base class of every policy.
 
     A subclass takes one of the two shapes of :mod:`resilience.lowlevel`: a
@@ -55,7 +55,7 @@ class Policy:
         data = await retry.call(client.get, url)
     """
 
-    __slots__ = ("__weakref__", "_async_run", "_clock", "_listeners", "_name", "_plan")
+    __slots__ = ("__weakref__", "_async_run", "_clock", "_name", "_plan")
 
     _kind: ClassVar[str] = "policy"
     sync_unsupported: ClassVar[str | None] = None
@@ -70,7 +70,7 @@ class Policy:
             raise TypeError(f"clock must provide now(), sleep() and sleep_sync(), got {clock!r}")
         self._name = name if name is not None else _registry.generated_name(self._kind)
         self._clock: Clock = clock if clock is not None else SYSTEM_CLOCK
-        self._listeners: tuple[Listener, ...] = ()
+        self._listeners = ()
         self._plan: Plan | None = None
         self._async_run: Callable[..., Any] | None = None  # the plan's async runner, once made
         _registry.register(self)
@@ -147,30 +147,6 @@ class Policy:
         return Pipeline(self, other)
 
     # Events ---------------------------------------------------------------
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` for every event this policy emits.
-
-        Example::
-
-            breaker.add_listener(lambda event: print(event))
-        """
-        if not callable(listener):
-            raise TypeError(f"listener must be callable, got {listener!r}")
-        self._listeners = (*self._listeners, listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        """Stop calling a listener added with :meth:`add_listener`."""
-        listeners = list(self._listeners)
-        listeners.remove(listener)
-        self._listeners = tuple(listeners)
-
-    def _observed(self) -> bool:
-        """True when some listener would receive an event: build it only then."""
-        return bool(self._listeners or global_listeners)
-
-    def _emit(self, event: Event) -> None:
-        dispatch(self._listeners, event)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._name!r}>"

@@ -34,11 +34,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 # Modules, not names: this face binds no public name but its own.
-from . import _clock, _registry, _saga_run
+from . import _clock, _listeners, _registry, _saga_run
 from . import _saga_check as _check
 from . import _saga_tally as _tally
 from . import backoff as _backoff
-from . import events as _events
 from . import policy as _policy
 from . import retry as _retry
 from ._saga_tally import SagaStatistics, SagaStepStatistics
@@ -217,7 +216,7 @@ class Parallel:
         return f"<Parallel {', '.join(repr(s.name) for s in self._steps)}>"
 
 
-class Saga:
+class Saga(_listeners.EventSource):
     """Steps run in order, each undone by its compensation if a later one fails.
 
     - ``steps``: :class:`Step` and :class:`Parallel` entries, run in order;
@@ -257,7 +256,6 @@ class Saga:
         "_cancelled",
         "_clock",
         "_compensate_policy",
-        "_listeners",
         "_name",
         "_plan",
         "_run_tally",
@@ -322,7 +320,7 @@ class Saga:
         )
         self._compensate_policy = compensate_policy
         self._clock: _clock.Clock = _clock.SYSTEM_CLOCK if clock is None else clock
-        self._listeners: tuple[_events.Listener, ...] = ()
+        self._listeners = ()
         self._sync_refusal = _check.sync_refusal(flat, compensate_policy)
         self._runs = self._running = self._cancelled = 0
         self._run_tally = _tally.Tally(len(_tally.RUN_OUTCOMES))
@@ -382,23 +380,6 @@ class Saga:
         if self._sync_refusal is not None:
             raise TypeError(f"saga {self._name!r} cannot run_sync(): {self._sync_refusal}")
         return _saga_run.run_sync(self, input)
-
-    def add_listener(self, listener: _events.Listener) -> None:
-        """Call ``listener(event)`` for every event of this saga's runs.
-
-        Example::
-
-            saga.add_listener(lambda event: print(event))
-        """
-        if not callable(listener):
-            raise TypeError(f"listener must be callable, got {listener!r}")
-        self._listeners = (*self._listeners, listener)
-
-    def remove_listener(self, listener: _events.Listener) -> None:
-        """Stop calling a listener added with :meth:`add_listener`."""
-        listeners = list(self._listeners)
-        listeners.remove(listener)
-        self._listeners = tuple(listeners)
 
     def __repr__(self) -> str:
         names = [

@@ -12,8 +12,8 @@ from typing import Any, Final
 
 import anyio
 
-from resilience.events import Event, Listener, dispatch, global_listeners
-from resilience.lowlevel import check_count, check_seconds
+from resilience.events import Event
+from resilience.lowlevel import EventSource, check_count, check_seconds
 
 from ._answers import _Response
 from ._idempotency_http import (
@@ -56,7 +56,7 @@ _FIRST_POLL: Final = 0.01
 _LAST_POLL: Final = 0.25
 
 
-class IdempotencyMiddleware:
+class IdempotencyMiddleware(EventSource):
     """Run each ``Idempotency-Key`` once; answer its retries with the stored
     response (draft-ietf-httpapi-idempotency-key-header).
 
@@ -104,6 +104,10 @@ class IdempotencyMiddleware:
     ``fail_open=True`` the request runs unchecked; either way an
     :class:`IdempotencyStoreFailed` event and a count in :attr:`stats`.
 
+    Its events (:class:`IdempotencyStoreFailed`,
+    :class:`IdempotencyLeaseTakenOver`, :class:`IdempotencyLeaseLost`) go to
+    the listeners of ``add_listener`` and to the global ones, as a policy's.
+
     Example::
 
         app = IdempotencyMiddleware(app, expiry=3600, wait=2.0, name="orders")
@@ -121,7 +125,6 @@ class IdempotencyMiddleware:
         "_fail_open",
         "_identity",
         "_lease",
-        "_listeners",
         "_max_body",
         "_methods",
         "_required",
@@ -191,7 +194,7 @@ class IdempotencyMiddleware:
         self._conflict = conflict(retry_after)
         self._unavailable = unavailable(retry_after)
         self._too_large = too_large(self._max_body)
-        self._listeners: tuple[Listener, ...] = ()
+        self._listeners = ()
         self.stats = IdempotencyStats(name)
 
     @property
@@ -339,7 +342,7 @@ class IdempotencyMiddleware:
             " (failing open)" if opened else "",
             exc_info=exc,
         )
-        self._emit(IdempotencyStoreFailed, self.stats.name, operation, exc, opened)
+        self._tell(IdempotencyStoreFailed, self.stats.name, operation, exc, opened)
 
     def lease_lost(self, run: Run) -> None:
         if run.lost:
@@ -347,32 +350,13 @@ class IdempotencyMiddleware:
         run.lost = True
         self.stats.fenced += 1
         _logger.warning("idempotency lease lost in %r: the response is not stored", self)
-        self._emit(IdempotencyLeaseLost, self.stats.name)
+        self._tell(IdempotencyLeaseLost, self.stats.name)
 
     # Events -----------------------------------------------------------------
 
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` for each event of this middleware
-        (:class:`IdempotencyStoreFailed`, :class:`IdempotencyLeaseTakenOver`,
-        :class:`IdempotencyLeaseLost`).
-
-        Example::
-
-            middleware.add_listener(lambda event: print(event))
-        """
-        if not callable(listener):
-            raise TypeError(f"listener must be callable, got {listener!r}")
-        self._listeners = (*self._listeners, listener)
-
-    def remove_listener(self, listener: Listener) -> None:
-        """Stop calling a listener added with :meth:`add_listener`."""
-        listeners = list(self._listeners)
-        listeners.remove(listener)
-        self._listeners = tuple(listeners)
-
-    def _emit(self, kind: type[Event], *fields: Any) -> None:
-        if self._listeners or global_listeners:  # no listener, no event object
-            dispatch(self._listeners, kind(*fields))
+    def _tell(self, kind: type[Event], *fields: Any) -> None:
+        if self._observed():  # no listener, no event object
+            self._emit(kind(*fields))
 
     def __repr__(self) -> str:
         return f"<IdempotencyMiddleware {self.stats.name!r} app={self.app!r}>"

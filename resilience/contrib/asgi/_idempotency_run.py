@@ -168,7 +168,7 @@ async def run_leased(
     stats.ran += 1
     if lease.taken_over:
         stats.taken_over += 1
-        middleware._emit(IdempotencyLeaseTakenOver, stats.name)
+        middleware._tell(IdempotencyLeaseTakenOver, stats.name)
     run = Run(middleware, key, mark, lease.token, send)
     loop = running_loop()
     try:
