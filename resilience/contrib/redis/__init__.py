@@ -17,6 +17,12 @@ Example::
     backend = RedisBackend(redis.asyncio.Redis(host="localhost"), prefix="shop")
     limiter = RateLimiter(100, per=1.0, name="partner-api", backend=backend)
 
+The same backend given as ``backend=`` to a
+:class:`~resilience.CircuitBreaker` (over a ``TimeWindow``) shares its state
+with every breaker of that name: outcomes are counted locally and merged
+on Redis every ``sync_interval``, so a breaker that opens in one process is
+seen open by the others within about that interval (docs/redis.md).
+
 A :class:`RedisIdempotencyStore` keeps ``IdempotencyMiddleware``'s keys
 (``resilience.contrib.asgi``) for every server process: leases with fencing
 tokens and stored responses, one script per step, failing closed when Redis
