@@ -18,10 +18,9 @@ import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
-
 from resilience import CircuitState, TimeWindow
 
+from ._breaker_rounds import Rounds
 from ._scripts import BREAKER_CONTROL, BREAKER_SYNC
 
 if TYPE_CHECKING:
@@ -32,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["RedisBreakerStore"]
 
 _logger = logging.getLogger("resilience")
-_STORE_ERRORS = (RedisError, OSError, TimeoutError)
 _STATES = (
     CircuitState.CLOSED,
     CircuitState.OPEN,
@@ -52,7 +50,6 @@ _HOLD = 0.5
 """Half-open trial permits handed out here and not used for this long (at
 least; 4 sync intervals if longer) are given back for other processes."""
 _MAX_OPS = 16
-_JOIN_TIMEOUT = 1.0
 _LOGGED: set[str] = set()  # keys whose corrupt values were logged (once per process)
 _MAX_LOGGED = 1000
 
@@ -106,21 +103,17 @@ class RedisBreakerStore:
         "_granted_at",
         "_head",
         "_hold",
-        "_interval",
         "_keys",
         "_last_ok",
-        "_loop",
         "_marks",
         "_ops",
         "_pending",
         "_rejected",
         "_round_lock",
+        "_rounds",
         "_rules",
         "_seen",
         "_serial",
-        "_stopped",
-        "_task",
-        "_wake",
         "_window_seconds",
         "window",
     )
@@ -146,8 +139,8 @@ class RedisBreakerStore:
             _STATE_TTL_MS,
         )
         max_wait = rules.half_open_max_wait
-        self._interval = backend.sync_interval
-        self._hold = max(_HOLD, 4 * self._interval)
+        interval = backend.sync_interval
+        self._hold = max(_HOLD, 4 * interval)
         self._granted_at = -math.inf
         self._rules: tuple[float | int, ...] = (
             rules.minimum_calls,
@@ -156,7 +149,7 @@ class RedisBreakerStore:
             width * 1_000_000,
             math.ceil(seconds / width),
             -1 if max_wait is None else math.ceil(max_wait * 1e6),
-            math.ceil(max(_MIN_LEASE, 8 * self._interval) * 1e6),
+            math.ceil(max(_MIN_LEASE, 8 * interval) * 1e6),
         )
         self._seen = -1
         self._birth: int | None = None
@@ -171,10 +164,7 @@ class RedisBreakerStore:
         self._connected: bool | None = None
         self._busy = False
         self._round_lock = threading.Lock()
-        self._stopped = False
-        self._task: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: Any = None
+        self._rounds = Rounds(interval, breaker.name, f"resilience-breaker-{key}")
         self.window = (0, 0, 0)
         """The shared window's ``(calls, failures, slow_calls)`` at the last round
         (all zero outside CLOSED): every process's calls, not only this one's."""
@@ -192,7 +182,7 @@ class RedisBreakerStore:
     @property
     def running(self) -> bool:
         """Whether the background task (or thread) runs."""
-        return self._task is not None
+        return self._rounds.running
 
     # Background work ------------------------------------------------------
 
@@ -200,10 +190,9 @@ class RedisBreakerStore:
         """Start the background task (asyncio: on the running loop; a sync
         client: a daemon thread), if it does not run yet. The breaker calls
         this on its first call."""
-        if self._task is not None:
+        rounds = self._rounds
+        if rounds.running:
             return
-        self._stopped = False
-        ref = weakref.ref(self)
         if self._backend._is_async:
             loop = asyncio._get_running_loop()
             if loop is None:
@@ -213,19 +202,10 @@ class RedisBreakerStore:
                     "not on an asyncio loop (trio? a thread?); call it from asyncio "
                     "first, or give the backend a sync redis.Redis client"
                 )
-            self._loop = loop
-            self._wake = asyncio.Event()
-            self._task = loop.create_task(_run(ref), name=f"resilience-breaker-{self._keys[0]}")
+            rounds.start_task(loop, weakref.ref(self))
         else:
             self._breaker._threads()  # the thread and the calls: locked from now on
-            self._wake = threading.Event()
-            self._task = threading.Thread(
-                target=_run_thread,
-                args=(ref,),
-                daemon=True,
-                name=f"resilience-breaker-{self._keys[0]}",
-            )
-            self._task.start()
+            rounds.start_thread(weakref.ref(self))
         self._breaker._sharing(True)
 
     def stop(self) -> None:
@@ -237,14 +217,7 @@ class RedisBreakerStore:
 
             breaker.store.stop()
         """
-        self._stopped = True
-        task = self._task
-        if isinstance(task, asyncio.Task):
-            task.cancel()
-        elif task is not None:
-            self._poke()
-            if task is not threading.current_thread():
-                task.join(_JOIN_TIMEOUT)
+        self._rounds.stop()
 
     async def aclose(self) -> None:
         """:meth:`stop`, and wait for the background task to end (before
@@ -255,42 +228,23 @@ class RedisBreakerStore:
             await breaker.store.aclose()
             await client.aclose()
         """
-        task = self._task
-        self.stop()
-        if isinstance(task, asyncio.Task) and task is not asyncio.current_task():
-            await asyncio.wait((task,))
+        await self._rounds.aclose()
 
     def _ended(self) -> None:
-        self._task = None
+        """The background work ended (stopped, or its loop closed)."""
         self._breaker._sharing(False)
-
-    def _poke(self) -> None:
-        """Wake the background work now (a manual control to publish)."""
-        wake = self._wake
-        if wake is None:
-            return
-        if isinstance(wake, threading.Event):
-            wake.set()
-            return
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        if asyncio._get_running_loop() is loop:
-            wake.set()
-        else:
-            loop.call_soon_threadsafe(wake.set)
 
     def control(self, operation: str) -> None:
         """Publish a manual control (``open``, ``close``, ``force_open``,
         ``disable``, ``reset``) already applied to the breaker here."""
         self._ops.append(operation)
         self._serial += 1
-        if self._task is None:
+        if not self._rounds.running:
             try:
                 self.start()
             except RuntimeError:
                 return  # published once the breaker runs on its loop
-        self._poke()
+        self._rounds.poke()
 
     async def refresh(self) -> bool:
         """One round now (publish manual controls, report counts and trials,
@@ -460,7 +414,7 @@ class RedisBreakerStore:
                 _logger.warning("circuit breaker %r: Redis answers again; sharing", breaker.name)
             self._connected = True
         if again:
-            self._poke()
+            self._rounds.poke()
 
     def _log_corrupt(self, corrupt: int) -> None:
         for bit, key in ((1, self._keys[0]), (2, self._keys[1])):
@@ -475,51 +429,3 @@ class RedisBreakerStore:
 
     def __repr__(self) -> str:
         return f"<RedisBreakerStore {self._keys[0]!r}>"
-
-
-async def _run(ref: weakref.ref[RedisBreakerStore]) -> None:
-    """The background task: a round every sync_interval (or when poked),
-    holding the store only while it works (a breaker no longer used is
-    collected, and the task ends)."""
-    try:
-        while True:
-            store = ref()
-            if store is None or store._stopped:
-                return
-            try:
-                await store._round()
-            except Exception:  # pragma: no cover - a bug: logged, the task goes on
-                _logger.exception("circuit breaker %r: sharing round failed", store._breaker.name)
-            wake, interval = store._wake, store._interval
-            del store
-            try:
-                async with asyncio.timeout(interval):
-                    await wake.wait()
-            except TimeoutError:
-                pass
-            wake.clear()
-    finally:
-        store = ref()
-        if store is not None:
-            store._ended()
-
-
-def _run_thread(ref: weakref.ref[RedisBreakerStore]) -> None:
-    """:func:`_run` in a daemon thread, for a sync client."""
-    try:
-        while True:
-            store = ref()
-            if store is None or store._stopped:
-                return
-            try:
-                store._round_sync()
-            except Exception:  # pragma: no cover
-                _logger.exception("circuit breaker %r: sharing round failed", store._breaker.name)
-            wake, interval = store._wake, store._interval
-            del store
-            wake.wait(interval)
-            wake.clear()
-    finally:
-        store = ref()
-        if store is not None:
-            store._ended()
