@@ -9,13 +9,14 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
+from . import _ratelimit_shared as _shared
 from . import _validate
 from ._clock import Clock
-from ._core.gcra import ADMIT, RateCell, RateTable
-from ._core.source import snippet
+from ._core.gcra import RateCell, RateTable
 from ._deadline import _current as _current_deadline
-from ._plan import Inline
 from ._protocol import WAIT
+from ._ratelimit_inline import INLINE
+from ._ratelimit_shared import SHARED, UNKEYED
 from ._store import RateBackend, RateStore
 from .errors import RateLimitedError
 from .events import RateLimitRejected, RateLimitWaited
@@ -25,8 +26,6 @@ __all__ = ["RateLimiter", "RateLimiterStatistics"]
 
 _fresh_refusal = RateLimitedError._fresh
 _NO_KEY: Any = object()
-_UNKEYED: Any = object()  # the limiter's one limit, in a shared-store reservation
-_SHARED: Any = object()  # a reservation's "now" when the shared store is to decide
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +53,7 @@ class RateLimiterStatistics:
 class _Pending(threading.local):
     """The reservation that ``admit`` made and ``wait`` waits out: admit and
     wait run back to back in one task and thread, with nothing between.
-    (cell, now, seconds); with a shared store (key, _SHARED, max_wait)."""
+    (cell, now, seconds); with a shared store (key, SHARED, max_wait)."""
 
     reservation: tuple[Any, Any, float] | None = None
 
@@ -264,7 +263,7 @@ class RateLimiter(Policy):
         """:meth:`_take` for the limiter's one limit (``local``: here, even
         with a shared store)."""
         if self._store is not None and not local:
-            return self._take_shared(_UNKEYED)
+            return _shared.take(self, UNKEYED)
         max_wait = self._max_wait
         if max_wait:
             max_wait = self._within_deadline(max_wait)
@@ -286,7 +285,7 @@ class RateLimiter(Policy):
         ticket is the key's cell, which the middleware reads for its
         ``RateLimit`` header."""
         if self._store is not None and not local:
-            return self._take_shared(key)
+            return _shared.take(self, key)
         max_wait = self._max_wait
         if max_wait:
             max_wait = self._within_deadline(max_wait)
@@ -304,35 +303,6 @@ class RateLimiter(Policy):
             self._admitted += 1
             return cell
         return self._verdict(cell, now, decision)
-
-    def _take_shared(self, key: Hashable) -> object:
-        """With a shared store: a refusal it told of recently is repeated
-        here, without a round trip; anything else is asked in :meth:`wait`."""
-        store = self._store
-        assert store is not None
-        refused = store.refused(None if key is _UNKEYED else key, self._now())
-        if refused is not None:
-            return self._verdict(None, 0.0, -refused)
-        max_wait = self._max_wait
-        if max_wait:
-            max_wait = self._within_deadline(max_wait)
-        self._pending.reservation = (key, _SHARED, max_wait)
-        return WAIT
-
-    def _decided(self, key: Hashable, decision: float | None) -> tuple[object, float]:
-        """The store's answer: the ticket (WAIT: wait locally, the store was
-        unavailable), and the seconds of a slot reserved in the store."""
-        if decision is None:  # unavailable: this process's own limit decides
-            ticket = self._take_one(True) if key is _UNKEYED else self._take_key(key, True)
-            if ticket.__class__ is RateLimitedError:
-                raise ticket
-            return ticket, 0.0
-        if decision == 0.0:
-            self._admitted += 1
-            return True, 0.0
-        if decision > 0.0:
-            return True, decision
-        raise self._verdict(None, 0.0, decision)  # type: ignore[misc]  # a refusal
 
     def _within_deadline(self, max_wait: float) -> float:
         # Never reserve a slot the caller would be cut off before: under
@@ -360,7 +330,7 @@ class RateLimiter(Policy):
         None when a shared store decides (it holds the state, not this table)."""
         reservation = self._pending.reservation
         assert reservation is not None
-        return None if reservation[1] is _SHARED else reservation[0]
+        return None if reservation[1] is SHARED else reservation[0]
 
     def quota(self, key: Hashable = _NO_KEY) -> tuple[int, float]:
         """The calls that could pass at once now, and the seconds until one
@@ -414,17 +384,8 @@ class RateLimiter(Policy):
         """Wait out the slot that :meth:`admit` reserved (on the clock); with
         a shared store, ask it first."""
         cell, now, seconds = self._reserved()
-        if now is _SHARED:
-            store = self._store
-            assert store is not None
-            decision = await store.decide(None if cell is _UNKEYED else cell, self._cost, seconds)
-            ticket, seconds = self._decided(cell, decision)
-            if ticket is WAIT:
-                return await self.wait()
-            if not seconds:
-                return ticket
-            await self._clock.sleep(seconds)  # reserved in the store: lost if cancelled
-            return self._waited_for(None, seconds)
+        if now is SHARED:
+            return await _shared.decide(self, cell, seconds)
         try:
             await self._clock.sleep(seconds)
         except BaseException:
@@ -437,17 +398,8 @@ class RateLimiter(Policy):
         """Wait out the reserved slot in this thread (on the clock); with a
         shared store, ask it first."""
         cell, now, seconds = self._reserved()
-        if now is _SHARED:
-            store = self._store
-            assert store is not None
-            decision = store.decide_sync(None if cell is _UNKEYED else cell, self._cost, seconds)
-            ticket, seconds = self._decided(cell, decision)
-            if ticket is WAIT:
-                return self.wait_sync()
-            if not seconds:
-                return ticket
-            self._clock.sleep_sync(seconds)
-            return self._waited_for(None, seconds)
+        if now is SHARED:
+            return _shared.decide_sync(self, cell, seconds)
         try:
             self._clock.sleep_sync(seconds)
         except BaseException:
@@ -460,51 +412,13 @@ class RateLimiter(Policy):
         return f"<RateLimiter {self._name!r} {self.rate:g}/{self.per:g}s burst={self.burst}>"
 
 
-# The GCRA admission test (written once in resilience._core.gcra), on the
-# limiter's own cell, its clock and its cost's step.
-_FAST = snippet(
-    ADMIT,
-    "            ",
-    table="{t}b",
-    cell="{g}._cell",
-    now="{g}._now()",
-    step="{g}._step",
-    ok="{t}",
-    x="{t}",
-)
-_INLINE = Inline(
-    # The key function sees the call's arguments: a plan passes them.
-    # The common case first: unkeyed, never waiting, no threads, admitted.
-    # Anything else, a refusal included, is decided again by _take (a
-    # refusal leaves the limit as it was).
-    admit="""
-        {t} = False
-        if {g}._plain:
-            {t}b = {g}._table
-"""
-    + _FAST
-    + """
-        if {t}:
-            {g}._admitted += 1
-        else:
-            {t} = {g}._take({args}, {kwargs})
-            if {t}.__class__ is {n}Refused:
-                raise {t}
-            {wait}
-    """,
-    settle="""
-        pass
-    """,
-    names={"Refused": RateLimitedError},
-)
-RateLimiter._inline_source = _INLINE  # type: ignore[attr-defined]
-RateLimiter.admit = _INLINE.method(
+# One source for the guard (resilience._ratelimit_inline): these methods, and plans inline.
+RateLimiter._inline_source = INLINE  # type: ignore[attr-defined]
+RateLimiter.admit = INLINE.method(
     "admit",
     """Admit (the ticket), ask to :meth:`wait` for a reserved slot (WAIT), or
     raise a fresh :class:`~resilience.RateLimitedError`. A keyed limiter
     needs the call's arguments: run it through a plan (decorators, pipelines,
     ``call``), which passes them.""",
 )
-RateLimiter.settle = _INLINE.method(
-    "settle", """Nothing to give back: a slot is used once taken."""
-)
+RateLimiter.settle = INLINE.method("settle", """Nothing to give back: a slot is used once taken.""")
