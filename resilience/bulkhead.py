@@ -81,9 +81,6 @@ class BulkheadStatistics:
     """How many callers may wait: ``max_waiting``, or a pool's ``queue``."""
 
 
-# Bulkhead -----------------------------------------------------------------
-
-
 class Bulkhead(Policy):
     """Run at most ``max_concurrent`` calls at once; queue or reject the rest.
 
@@ -218,25 +215,43 @@ class Bulkhead(Policy):
             return True
         return WAIT
 
-    async def wait(self) -> object:
-        """Wait for a permit (asyncio or trio), or raise BulkheadFullError."""
-        await self._acquire_async()
-        return True
-
-    def wait_sync(self) -> object:
-        """Wait for a permit in this thread, or raise BulkheadFullError."""
-        self._acquire_sync()
-        return True
-
     # The slow path ---------------------------------------------------------
 
-    async def _acquire_async(self) -> None:
-        """Wait for a permit or raise BulkheadFullError; on return we hold one."""
+    async def wait(self) -> object:
+        """Wait for a permit (asyncio or trio), or raise BulkheadFullError."""
         loop = _backend.running_loop()
         if loop is not None:
             await self._wait_asyncio(loop)
         else:
             await self._wait_trio()
+        return True
+
+    def wait_sync(self) -> object:
+        """Wait for a permit in this thread, or raise BulkheadFullError."""
+        waiter = ThreadWaiter()
+        if self._enqueue(waiter):
+            return True
+        timer: Any = None
+        timeout = -1.0
+        if self._max_wait is not None:
+            if self._call_at is not None:
+                expire = functools.partial(self._expire, waiter)
+                timer = self._call_at(self._clock.now() + self._max_wait, expire)
+            else:
+                timeout = self._max_wait
+        try:
+            if not waiter.lock.acquire(timeout=timeout) and not self._leave(waiter):
+                # Granted at the last moment: its wake-up is on its way.
+                waiter.lock.acquire()
+        except BaseException:  # KeyboardInterrupt while waiting
+            self._abandon(waiter)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if waiter.state != GRANTED:
+            raise self._rejection(waited=True)
+        return True
 
     async def _wait_asyncio(self, loop: asyncio.AbstractEventLoop) -> None:
         waiter = AsyncioWaiter(loop)
@@ -283,31 +298,6 @@ class Bulkhead(Policy):
             with trio.move_on_after(self._max_wait):
                 await trio.lowlevel.wait_task_rescheduled(abort)
             # The deadline's abort left the waiter GONE: rejected below.
-        if waiter.state != GRANTED:
-            raise self._rejection(waited=True)
-
-    def _acquire_sync(self) -> None:
-        waiter = ThreadWaiter()
-        if self._enqueue(waiter):
-            return
-        timer: Any = None
-        timeout = -1.0
-        if self._max_wait is not None:
-            if self._call_at is not None:
-                expire = functools.partial(self._expire, waiter)
-                timer = self._call_at(self._clock.now() + self._max_wait, expire)
-            else:
-                timeout = self._max_wait
-        try:
-            if not waiter.lock.acquire(timeout=timeout) and not self._leave(waiter):
-                # Granted at the last moment: its wake-up is on its way.
-                waiter.lock.acquire()
-        except BaseException:  # KeyboardInterrupt while waiting
-            self._abandon(waiter)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
         if waiter.state != GRANTED:
             raise self._rejection(waited=True)
 
