@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import threading
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
+from . import _breaker_guard as _guard
 from ._clock import Clock
-from ._core.breaker import REJECTED, BreakerMachine, CircuitBreakerStatistics
+from ._core.breaker import BreakerMachine
+from ._core.breaker_stats import CircuitBreakerStatistics, snapshot
 from ._core.windows import CountWindow, TimeWindow, Window
 from ._matchers import ExceptionFilter
-from ._outcomes import FAILED, IGNORED, Outcomes
-from ._plan import Inline
+from ._outcomes import Outcomes
 from ._store import BreakerBackend, BreakerStore
 from ._validate import count, optional_seconds, rate, seconds
-from .errors import CircuitOpenError
-from .events import CallRejected, CircuitState, StateChanged, global_listeners
+from .events import CircuitState, StateChanged
 from .policy import Policy
 
 __all__ = ["BreakerBackend", "BreakerStore", "CircuitBreaker", "CircuitBreakerStatistics"]
@@ -25,21 +24,8 @@ __all__ = ["BreakerBackend", "BreakerStore", "CircuitBreaker", "CircuitBreakerSt
 P = ParamSpec("P")
 T = TypeVar("T")
 
-_CLOSED = CircuitState.CLOSED
-_OPEN = CircuitState.OPEN
-
-# How a call is timed: not at all (CLOSED, count window, no slow-call
-# detection), at its end only (time window), or at both ends (slow calls).
-_UNTIMED = 0
-_END = 1
-_BOTH = 2
-
-_UNLOCKED = contextlib.nullcontext()
-
 _DEFAULT_WINDOW = CountWindow(100)
 _DEFAULTS: dict[str, Any] = {}  # CircuitBreaker's keyword defaults, filled below the class
-
-_fresh_error = CircuitOpenError._fresh
 
 
 class CircuitBreaker(Policy):
@@ -205,17 +191,17 @@ class CircuitBreaker(Policy):
         self._now = self._clock.now
         self._slow_after = slow_after
         if slow_after is not None:
-            self._timing = _BOTH
+            self._timing = _guard.BOTH
         elif isinstance(window, TimeWindow):
-            self._timing = _END
+            self._timing = _guard.END
         else:
-            self._timing = _UNTIMED
+            self._timing = _guard.UNTIMED
         self._outcomes = outcomes
         self._lock = threading.Lock()
         # Without a lock until threads may use it: see _threads().
         self._shared = False
         # The fast path: CLOSED, no start time to read, no lock to take.
-        self._fast = self._timing != _BOTH
+        self._fast = self._timing != _guard.BOTH
         # ...and a success needs no classifying (no failure_result), the one
         # test the hot path of settle makes besides the ticket's type.
         self._plain = self._fast and outcomes.failure_result is None
@@ -236,7 +222,7 @@ class CircuitBreaker(Policy):
         """The store's background work started (running) or ended: calls
         take the fast path again, or the slow one, which starts it."""
         self._idle = not running
-        self._fast = running and not self._shared and self._timing != _BOTH
+        self._fast = running and not self._shared and self._timing != _guard.BOTH
 
     def derive(self, *, name: str | None = None, **overrides: Any) -> CircuitBreaker:
         """A new breaker with this one's configuration and listeners, in its own
@@ -272,23 +258,7 @@ class CircuitBreaker(Policy):
         """The current window and the running totals (see :class:`CircuitBreakerStatistics`)."""
         core = self._core
         with self._lock:
-            now = self._now()
-            state = core.poll(now)
-            calls, failures, slow = core.window.totals(now)
-            stats = CircuitBreakerStatistics(
-                state=state,
-                calls=calls,
-                failures=failures,
-                slow_calls=slow,
-                failure_rate=failures / calls if calls else 0.0,
-                slow_call_rate=slow / calls if calls else 0.0,
-                rejected=core.rejected_total,
-                successful_total=core.successful_total,
-                failed_total=core.failed_total,
-                ignored_total=core.ignored_total,
-                slow_total=core.slow_total,
-                transitions=dict(core.transitions),
-            )
+            stats = snapshot(core, self._now())
             changes = core.take_changes()
         if changes:
             self._report(changes)
@@ -353,11 +323,9 @@ class CircuitBreaker(Policy):
 
     # The guard ------------------------------------------------------------------
     #
-    # admit and settle are compiled from _INLINE (below the class), which
-    # plans also compile into their brackets: the closed path (a permit that
-    # is the machine's epoch, read without a lock; a success recorded with
-    # no time reading) is written there once. Everything else is a call to
-    # _admit_slow / _settle_slow.
+    # admit and settle are compiled from the Inline source in _breaker_guard,
+    # which plans also compile into their brackets; every path off the
+    # closed one is a function there, held here as a method.
 
     admit: Callable[[], object]
     settle: Callable[[object, BaseException | None, object], BaseException | None]
@@ -368,126 +336,19 @@ class CircuitBreaker(Policy):
     def wait_sync(self) -> object:
         raise AssertionError("CircuitBreaker.admit never asks to wait")
 
-    def _settle_slow(
-        self, ticket: Any, error: BaseException | None, result: object
-    ) -> BaseException | None:
-        if ticket.__class__ is int:
-            permit: int = ticket
-            start = 0.0
-            timing = self._timing
-        else:
-            permit, start, timing = ticket
-            if permit < 0:
-                return error  # disabled: nothing to record
-        try:
-            outcome = self._outcomes.classify(error, result)
-        except Exception as exc:
-            # A user predicate raised: the call still settles (as a failure),
-            # then the predicate's exception propagates.
-            self._record(permit, FAILED, start, timing)
-            return exc
-        self._record(permit, outcome, start, timing)
-        return error
+    _admit_slow = _guard.admit_slow
+    _settle_slow = _guard.settle_slow
+    _admit = _guard.admit_locked
+    _record = _guard.record
+    _follow_up = _guard.follow_up
+    _rejection = _guard.rejection
+    _open_error = _guard.open_error
 
     def _threads(self) -> None:
         """A sync runner was compiled with this breaker: threads may use it,
         so from now on every step takes the lock (Plan calls this)."""
         self._shared = True
         self._fast = self._plain = False
-
-    def _admit_slow(self) -> object:
-        if self._idle:
-            self._store.start()  # type: ignore[union-attr]
-        if self._shared:
-            return self._admit()
-        core = self._core
-        if core.state is _CLOSED:
-            if self._fast:
-                return core.epoch
-            return (core.epoch, self._now(), _BOTH)
-        now = self._now()
-        if core.state is _OPEN and now < core.trial_at:
-            core.rejected_total += 1  # acquire() would say REJECTED
-            raise self._rejection(now)
-        permit = core.acquire(now)
-        if permit == REJECTED:
-            raise self._rejection(now)
-        if core.changes:
-            self._report(core.take_changes())
-        return (permit, now, _BOTH if self._slow_after is not None else _END)
-
-    def _admit(self) -> tuple[int, float, int]:
-        """Under the lock: ``(permit, start, timing)``; raises when rejected."""
-        core = self._core
-        with self._lock:
-            if core.state is _CLOSED:
-                timing = self._timing
-                return core.epoch, self._now() if timing == _BOTH else 0.0, timing
-            now = self._now()
-            permit = core.acquire(now)
-            changes = core.take_changes()
-            state = core.state
-            retry_after = core.retry_after(now)
-        if changes:
-            self._report(changes)
-        if permit == REJECTED:
-            if self._observed():
-                self._emit(CallRejected(self._name, state, retry_after))
-            raise self._open_error(retry_after)
-        return permit, now, _BOTH if self._slow_after is not None else _END
-
-    def _record(self, permit: int, outcome: int, start: float, timing: int) -> None:
-        core = self._core
-        with self._lock if self._shared else _UNLOCKED:
-            if outcome >= IGNORED:
-                core.release(permit, outcome == IGNORED)
-                return
-            end = self._now() if timing else None
-            slow = timing == _BOTH and end - start >= self._slow_after  # type: ignore[operator]
-            if not core.record(permit, outcome == FAILED, slow, end):
-                return
-            if core.trip_due:
-                core.trip(self._now())
-            changes = core.take_changes()
-        self._report(changes)
-
-    def _follow_up(self) -> None:
-        core = self._core
-        if core.trip_due:
-            core.trip(self._now())
-        self._report(core.take_changes())
-
-    def _rejection(self, now: float) -> CircuitOpenError:
-        """Unlocked: the error for a call just refused by ``acquire(now)``.
-
-        A fresh CircuitOpenError each time (a shared one would grow its
-        traceback on every raise), equal to ``CircuitOpenError(name=,
-        retry_after=)`` but built without that constructor's three-level
-        ``__init__`` chain, which alone costs more than the rest of a
-        rejection (the tests check that both agree). Inlined for the same
-        reason: this is the path an open breaker serves at full load.
-        """
-        core = self._core
-        state = core.state
-        if state is _OPEN:
-            retry_after: float | None = core.trial_at - now
-            if retry_after < 0.0:  # type: ignore[operator]
-                retry_after = 0.0
-            error = _fresh_error(self._name, retry_after)
-        else:
-            retry_after = None
-            error = _fresh_error(self._name, None)
-        if self._listeners or global_listeners:
-            self._report(core.take_changes())
-            self._emit(CallRejected(self._name, state, retry_after))
-        elif core.changes:
-            core.changes.clear()
-        return error
-
-    def _open_error(self, retry_after: float | None) -> CircuitOpenError:
-        """What ``CircuitOpenError(name=self.name, retry_after=retry_after)``
-        builds (the sync shell's rejection; see :meth:`_rejection`)."""
-        return _fresh_error(self._name, retry_after)
 
     def _report(self, changes: list[tuple[CircuitState, CircuitState]]) -> None:
         if changes and self._observed():
@@ -528,29 +389,12 @@ _DEFAULTS.update(
 )
 
 
-_INLINE = Inline(
-    admit="""
-        {t} = {g}._core
-        if {t}.state is {n}CLOSED and {g}._fast:
-            {t} = {t}.epoch
-        else:
-            {t} = {g}._admit_slow()
-    """,
-    settle="""
-        if {t}.__class__ is int and error is None and {g}._plain:
-            if {g}._core.success({t}, {g}._now() if {g}._timing else None):
-                {g}._follow_up()
-        else:
-            error = {g}._settle_slow({t}, error, result)
-    """,
-    names={"CLOSED": _CLOSED},
-)
-CircuitBreaker._inline_source = _INLINE  # type: ignore[attr-defined]
-CircuitBreaker.admit = _INLINE.method(
+CircuitBreaker._inline_source = _guard.INLINE  # type: ignore[attr-defined]
+CircuitBreaker.admit = _guard.INLINE.method(
     "admit",
     """A permit for one call (the ticket), or a fresh :class:`CircuitOpenError`.""",
 )
-CircuitBreaker.settle = _INLINE.method(
+CircuitBreaker.settle = _guard.INLINE.method(
     "settle",
     """Record the call's outcome (classified by ``record``, ``ignore`` and
     ``failure_result``); cancellation records nothing and returns a half-open

@@ -27,14 +27,13 @@ The rules are resilience4j's, as settled in the design notes:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from resilience.events import CircuitState
 
 from .windows import CountWindow, Window
 
-__all__ = ["REJECTED", "UNRECORDED", "BreakerMachine", "BreakerRules", "CircuitBreakerStatistics"]
+__all__ = ["REJECTED", "UNRECORDED", "BreakerMachine", "BreakerRules"]
 
 REJECTED = -1
 """Permit answer: the call must not run."""
@@ -60,41 +59,6 @@ class BreakerRules(NamedTuple):
     open_duration_max: float | None
     half_open_calls: int
     half_open_max_wait: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class CircuitBreakerStatistics:
-    """A snapshot of a :class:`CircuitBreaker`.
-
-    ``calls``, ``failures``, ``slow_calls``, ``failure_rate`` and
-    ``slow_call_rate`` describe the current window (rates are 0.0 when it is
-    empty). Everything else is a running total since the breaker was
-    created: ``rejected`` and the ``*_total`` counters (what metrics read),
-    and ``transitions``, the number of state changes by ``(from, to)``.
-
-    Example::
-
-        stats = breaker.stats
-        print(f"{stats.state.value}: {stats.failures}/{stats.calls} failed "
-              f"({stats.failure_rate:.0%}), {stats.rejected} rejected so far")
-    """
-
-    state: CircuitState
-    calls: int
-    failures: int
-    slow_calls: int
-    failure_rate: float
-    slow_call_rate: float
-    rejected: int
-    successful_total: int
-    """Calls recorded as successes (including exceptions neither recorded nor ignored)."""
-    failed_total: int
-    """Calls recorded as failures (a recorded exception or a ``failure_result``)."""
-    ignored_total: int
-    """Calls that raised an exception matched by ``ignore``."""
-    slow_total: int
-    """Calls that took at least ``slow_call_duration`` (successful or failed)."""
-    transitions: dict[tuple[CircuitState, CircuitState], int]
 
 
 class BreakerMachine:
