@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import heapq
-import logging
 import sys
 import threading
 from collections.abc import Collection, Iterable, Sequence
@@ -12,7 +11,6 @@ from typing import Any
 import anyio
 
 from resilience import Bulkhead, CircuitBreaker, Clock, Policy, RateLimiter, SystemClock, Timeout
-from resilience.errors import BulkheadFullError, CircuitOpenError, RateLimitedError
 from resilience.errors import TimeoutError as ResilienceTimeoutError
 from resilience.lowlevel import (
     Plan,
@@ -23,9 +21,10 @@ from resilience.lowlevel import (
     running_loop,
 )
 
-from ._answers import _FAILED, _LIMITED, _OPEN, _SHED, _TIMED_OUT, Answers
+from ._answers import _SHED, _TIMED_OUT, Answers
 from ._entry import Entry
-from ._limit import KeyFailed, RequestLimit
+from ._limit import RequestLimit
+from ._outcome import outcome_of
 from ._request import (
     _CLOCK,
     _COMPLETE,
@@ -40,7 +39,6 @@ from ._request import (
     Request,
     Scope,
     Send,
-    ServerErrorResponse,
 )
 from ._settings import header_name, invalid, methods, prefixes, statuses, wrong
 from ._timers import Timers
@@ -65,7 +63,6 @@ Example::
 """
 
 _SYSTEM_CLOCK = SystemClock()
-_logger = logging.getLogger("resilience")
 _current_task = current_task
 _running_loop = running_loop
 _get_ident = threading.get_ident
@@ -93,9 +90,9 @@ class ResilienceMiddleware:
       While it is open, requests are answered 503 at once (``Retry-After``
       from the breaker). Exceptions from the app, timeouts, and responses
       whose status is in ``failure_statuses`` (as
-      :class:`ServerErrorResponse`; by default only 500, see
-      :data:`DEFAULT_FAILURE_STATUSES`) count as failures (subject to the
-      breaker's ``record`` and ``ignore``).
+      :class:`~resilience.contrib.asgi.ServerErrorResponse`; by default
+      only 500, see :data:`DEFAULT_FAILURE_STATUSES`) count as failures
+      (subject to the breaker's ``record`` and ``ignore``).
     - ``rate_limit``: a :class:`~resilience.RateLimiter` applied first, per
       client: its ``key`` receives the ASGI scope (without one, the key is
       the client's IP address, without the port). A refused request is
@@ -283,7 +280,7 @@ class ResilienceMiddleware:
                 await self._run(scope, receive, request.send)
                 return
             except BaseException as exc:
-                outcome = self._outcome(request, exc)
+                outcome = outcome_of(request, exc, self._limit)
             if outcome:
                 await self._answers.send(outcome, request, scope, send)
             return
@@ -323,7 +320,7 @@ class ResilienceMiddleware:
                 outcome = _SHED  # still queued for a permit when the budget ran out
                 self._timed_out(seconds)
             else:
-                outcome = self._outcome(request, exc)
+                outcome = outcome_of(request, exc, self._limit)
         finally:
             deadline_var.reset(token)
             request.task = None
@@ -365,7 +362,7 @@ class ResilienceMiddleware:
                         await self._run(scope, receive, request.send)
                         outcome = 0
                     except BaseException as exc:
-                        outcome = self._outcome(request, exc)
+                        outcome = outcome_of(request, exc, self._limit)
                     finally:
                         request.at = _INF
                         request.timer.cancel()
@@ -386,7 +383,7 @@ class ResilienceMiddleware:
                         await self._run(scope, receive, request.send)
                         outcome = 0
                     except BaseException as exc:
-                        outcome = self._outcome(request, exc)
+                        outcome = outcome_of(request, exc, self._limit)
         finally:
             deadline_var.reset(token)
         if cancel_scope.cancel_called:
@@ -396,34 +393,6 @@ class ResilienceMiddleware:
             elif not outcome:
                 outcome = self._swallowed(request)
         return outcome
-
-    def _outcome(self, request: Request, exc: BaseException) -> int:
-        """What an exception out of the bulkhead, breaker and app means: the
-        response the middleware sends itself, 0 for none, or re-raise it."""
-        if isinstance(exc, ServerErrorResponse):
-            return 0  # recorded by the breaker; the response went out already
-        state = request.state
-        if exc is getattr(request, "error", None):  # our timeout
-            if state == _STARTED:
-                raise exc  # the server closes the connection
-            return 0 if state == _COMPLETE else _TIMED_OUT
-        if state == _QUEUED:  # the app's own rejections propagate
-            if isinstance(exc, BulkheadFullError):
-                return _SHED
-            if isinstance(exc, CircuitOpenError):
-                request.retry_after = exc.retry_after
-                return _OPEN
-            if isinstance(exc, RateLimitedError):
-                request.retry_after = exc.retry_after
-                # Whose refusal: ours has the RateLimit fields, one among
-                # `policies` only a Retry-After.
-                limit = self._limit
-                request.limit = limit if limit and exc.name == limit.limiter.name else None
-                return _LIMITED
-            if isinstance(exc, KeyFailed):
-                _logger.error("%s raised: answered 500", exc, exc_info=exc.__cause__)
-                return _FAILED
-        raise exc
 
     def _timed_out(self, budget: float) -> ResilienceTimeoutError:
         """Count and report a request timeout through the Timeout policy.
