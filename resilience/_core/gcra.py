@@ -34,7 +34,7 @@ __all__ = ["ADMIT", "CELL", "RateCell", "RateTable"]
 # ``n * T`` against ``now``, never a whole slot.
 _SLACK = 1e-9
 # The admission test, as source written once: RateTable.decide is compiled
-# from it, and so is a limiter's fast path (resilience.ratelimit). {table}:
+# from it, and so is a limiter's fast path (resilience._ratelimit_inline). {table}:
 # the RateTable, {cell}: its RateCell, {now}: the reading, {step}: the
 # call's cost times the emission interval, {ok}: set True when admitted (the
 # TAT then moved on), False otherwise (nothing changed), {x}: a prefix for
