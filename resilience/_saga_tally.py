@@ -23,6 +23,7 @@ __all__ = [
     "RUN_COMPLETED",
     "RUN_FAILED",
     "RUN_OUTCOMES",
+    "STEP_KEYS",
     "STEP_OUTCOMES",
     "SagaStatistics",
     "SagaStepStatistics",
@@ -36,6 +37,8 @@ STEP_OUTCOMES = ("completed", "failed", "cancelled")
 """The outcomes of a step's action, as metric labels."""
 COMPENSATION_OUTCOMES = ("compensated", "failed")
 """The outcomes of a step's compensation, as metric labels."""
+STEP_KEYS = (*STEP_OUTCOMES, "compensated", "compensation_failed")
+"""What a step's tally holds, by index (the keys of its ``seconds``)."""
 
 RUN_COMPLETED, RUN_COMPENSATED, RUN_FAILED = range(3)
 RUN_OUTCOMES = ("completed", "compensated", "failed")
@@ -116,7 +119,7 @@ def statistics(
 ) -> SagaStatistics:
     """A frozen snapshot of a saga's counters."""
     per_step = {}
-    totals = [0] * 5
+    totals = [0] * len(STEP_KEYS)
     for name, tally in steps.items():
         counts = tally.counts
         for index, count in enumerate(counts):
@@ -127,15 +130,7 @@ def statistics(
             cancelled=counts[CANCELLED],
             compensated=counts[COMPENSATED],
             compensations_failed=counts[COMPENSATION_FAILED],
-            seconds=MappingProxyType(
-                dict(
-                    zip(
-                        (*STEP_OUTCOMES, "compensated", "compensation_failed"),
-                        tally.seconds,
-                        strict=True,
-                    )
-                )
-            ),
+            seconds=MappingProxyType(dict(zip(STEP_KEYS, tally.seconds, strict=True))),
         )
     return SagaStatistics(
         running=running,

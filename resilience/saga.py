@@ -324,7 +324,7 @@ class Saga(_listeners.EventSource):
         self._sync_refusal = _check.sync_refusal(flat, compensate_policy)
         self._runs = self._running = self._cancelled = 0
         self._run_tally = _tally.Tally(len(_tally.RUN_OUTCOMES))
-        self._step_tallies = {step.name: _tally.Tally(5) for step in flat}
+        self._step_tallies = {step.name: _tally.Tally(len(_tally.STEP_KEYS)) for step in flat}
         _registry.register_saga(self)
 
     @property
