@@ -80,9 +80,23 @@ async def run_out(store: RedisIdempotencyStore, key: str) -> None:
 
 
 async def ttls(store: RedisIdempotencyStore, key: str) -> tuple[int, int]:
-    """The entry's and the fencing counter's PTTL (ms; -1: no expiry, -2: absent)."""
-    both = "return {redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[2])}"
-    entry, fence = await store.client.eval(both, 2, *store.redis_keys(key))  # at one instant
+    """The entry's and the fencing counter's PTTL (ms; -1: no expiry, -2: absent).
+
+    Both from one reading of the clock: two PTTL calls can straddle a
+    millisecond, so equal expiries would read one apart (Redis 7.0 does
+    not freeze the clock for PTTL inside a script).
+    """
+    both = """
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+    local out = {}
+    for i = 1, 2 do
+      local at = redis.call('PEXPIRETIME', KEYS[i])
+      if at < 0 then out[i] = at else out[i] = at - now end
+    end
+    return out
+    """
+    entry, fence = await store.client.eval(both, 2, *store.redis_keys(key))
     return int(entry), int(fence)
 
 
