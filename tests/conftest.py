@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import atexit
 import inspect
+import os
+import sys
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
+from tests.redis_servers import RedisCluster, RedisServer
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -20,16 +27,32 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: Any) 
         pytest.mark.anyio(obj)
 
 
+# -- temporalio and the interpreter's teardown --------------------------------
+# temporalio's Rust threads can abort the interpreter while it finalizes
+# ("PyGILState_Release: thread state ... must be current", SIGABRT:
+# temporalio/sdk-python#300), after every test has passed and been reported.
+# A session that loaded the bridge ends, once pytest itself has finished
+# (atexit runs after pytest has returned its status), with that status and
+# without the finalization the threads trip on.
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if "temporalio.bridge.temporal_sdk_bridge" in sys.modules:
+        atexit.register(_exit_now, int(exitstatus))
+
+
+def _exit_now(status: int) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 # -- real Redis (tests/redis_servers.py) --------------------------------------
 # One redis-server and one three-node Redis Cluster per session, started on
 # first use and stopped at session end (in `finally`, after failures too);
 # `fresh_redis_server` is a server of the test's own, for kill/pause faults.
 # Tests share the session's servers: keep to the keys under `redis_prefix`.
-
-import uuid  # noqa: E402  (this section is appended to the file)
-from collections.abc import Iterator  # noqa: E402
-
-from tests.redis_servers import RedisCluster, RedisServer  # noqa: E402
 
 _SHARED_REDIS: list[RedisServer] = []  # the session's servers and cluster nodes
 
