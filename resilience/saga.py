@@ -6,7 +6,7 @@ compensation that undoes it. When a step fails, the steps that completed are
 compensated in reverse order of completion, and the run raises
 :class:`SagaCompensated` (every compensation succeeded) or
 :class:`SagaCompensationError` (one failed, after its retries: the run needs
-a human). How a run goes, step by step: :mod:`resilience._saga_run`.
+a human). How a run goes, step by step, is the Sagas guide's first section.
 
 The definition is data: a durable runner (Temporal) can run the same saga,
 provided its step names are unique (they name the activities and the
