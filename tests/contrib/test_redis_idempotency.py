@@ -18,7 +18,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from resilience import CircuitState
+from resilience import CircuitOpenError, CircuitState
 from resilience.contrib.asgi import (
     Completed,
     IdempotencyMiddleware,
@@ -318,19 +318,26 @@ async def test_a_dead_redis_is_a_store_unavailable_error_then_fails_fast(
     lease = await store.claim(KEY, "f1", 10)
     assert isinstance(lease, Lease)
     fresh_redis_server.kill()
+    causes = []
     for step in (
         store.claim(KEY, "f1", 10),
         store.renew(KEY, lease.token, 10),
         store.complete(KEY, lease.token, record(), 100),
         store.release(KEY, lease.token),
     ):
-        with pytest.raises(StoreUnavailableError, match="'dead': Redis did not answer"):
+        with pytest.raises(StoreUnavailableError, match="'dead': Redis did not answer") as e:
             await step
-    # Three failures in a row: Redis is not even asked until the breaker's trial.
+        causes.append(type(e.value.__cause__))
+    # Three failures in a row, each carried by the error (the refused
+    # connection, or the store_timeout that redis-py's own reconnection
+    # attempts ran into): then Redis is not even asked until the breaker's trial.
+    assert all(c in (redis.exceptions.ConnectionError, TimeoutError) for c in causes[:3])
+    assert causes[3] is CircuitOpenError
     assert store.breaker.state is CircuitState.OPEN
     fresh_redis_server.restart()
-    with pytest.raises(StoreUnavailableError):
+    with pytest.raises(StoreUnavailableError, match="breaker is open") as e:
         await store.claim(KEY, "f1", 10)
+    assert isinstance(e.value.__cause__, CircuitOpenError)
     clock.advance(1.0)
     assert isinstance(await store.claim(KEY, "f1", 10), Lease)  # a restarted, empty Redis
     await client.aclose()
@@ -345,9 +352,13 @@ async def test_a_paused_redis_holds_a_step_no_longer_than_the_store_timeout(
     assert isinstance(await store.claim(KEY, "f1", 10), Lease)
     fresh_redis_server.pause()
     try:
+        causes = []
         for _ in range(5):  # redis-py 8 alone would hold each for 5 s or more
-            with pytest.raises(StoreUnavailableError):
+            with pytest.raises(StoreUnavailableError) as e:
                 await asyncio.wait_for(store.claim(OTHER, "f1", 10), 3.0)
+            causes.append(type(e.value.__cause__))
+        # Timed out three times, then refused by the store's breaker at once.
+        assert causes == [TimeoutError] * 3 + [CircuitOpenError] * 2
     finally:
         fresh_redis_server.resume()
     await client.aclose()

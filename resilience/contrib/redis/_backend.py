@@ -221,15 +221,25 @@ class RedisBackend:
     # One script call ---------------------------------------------------------
 
     async def run_script(
-        self, script: str, sha: str, keys: tuple[str, ...], args: tuple[Any, ...]
+        self,
+        script: str,
+        sha: str,
+        keys: tuple[str, ...],
+        args: tuple[Any, ...],
+        *,
+        raise_error: bool = False,
     ) -> list[Any] | None:
         """Run ``script`` (``EVALSHA``; ``EVAL``, which loads it, on NOSCRIPT)
         within ``store_timeout``, behind the store breaker; None when Redis
-        cannot answer (the caller decides on its own state)."""
+        cannot answer (the caller decides on its own state), or with
+        ``raise_error`` why not: the breaker's CircuitOpenError, or the
+        Redis, OS or timeout error."""
         guard = self._guard
         try:
             ticket = guard.admit()
         except CircuitOpenError:
+            if raise_error:
+                raise
             return None
         error: BaseException | None = None
         reply = None
@@ -245,16 +255,28 @@ class RedisBackend:
             guard.settle(ticket, None, None)
             raise
         guard.settle(ticket, error, reply)
-        return None if error is not None else reply
+        if error is None:
+            return reply
+        if raise_error:
+            raise error
+        return None
 
     def run_script_sync(
-        self, script: str, sha: str, keys: tuple[str, ...], args: tuple[Any, ...]
+        self,
+        script: str,
+        sha: str,
+        keys: tuple[str, ...],
+        args: tuple[Any, ...],
+        *,
+        raise_error: bool = False,
     ) -> list[Any] | None:
         """:meth:`run_script` with the sync client (its socket timeout bounds it)."""
         guard = self._guard
         try:
             ticket = guard.admit()
         except CircuitOpenError:
+            if raise_error:
+                raise
             return None
         error: BaseException | None = None
         reply = None
@@ -266,7 +288,11 @@ class RedisBackend:
         except _STORE_ERRORS as exc:
             error = exc
         guard.settle(ticket, error, reply)
-        return None if error is not None else reply
+        if error is None:
+            return reply
+        if raise_error:
+            raise error
+        return None
 
     # One rate-limit decision ----------------------------------------------
 

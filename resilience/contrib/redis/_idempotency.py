@@ -7,11 +7,11 @@ import logging
 import math
 from typing import Any
 
-from resilience import CircuitBreaker, Clock
+from resilience import CircuitBreaker, CircuitOpenError, Clock
 from resilience.contrib.asgi import Claim, Completed, IdempotencyRecord, InFlight, Lease
 from resilience.lowlevel import check_seconds, running_loop
 
-from ._backend import _ASYNC_CLIENTS, RedisBackend, _not_on_trio
+from ._backend import _ASYNC_CLIENTS, _STORE_ERRORS, RedisBackend, _not_on_trio
 from ._idempotency_scripts import (
     IDEMPOTENCY_CLAIM,
     IDEMPOTENCY_COMPLETE,
@@ -33,9 +33,11 @@ _CORRUPT_TRIES = 3
 
 
 class StoreUnavailableError(ConnectionError):
-    """Redis did not answer within ``store_timeout`` (or its breaker is open
-    after failures in a row): the step was not taken. The middleware answers
-    503 (fails closed) unless configured to fail open.
+    """Redis did not answer within ``store_timeout`` (or failed, or its
+    breaker is open after failures in a row): the step was not taken. The
+    middleware answers 503 (fails closed) unless configured to fail open.
+    Its ``__cause__`` is why: the ``TimeoutError``, the redis-py or OS
+    error, or the store breaker's ``CircuitOpenError``.
 
     Example::
 
@@ -179,13 +181,19 @@ class RedisIdempotencyStore:
     async def _run(self, script: str, key: str, args: tuple[Any, ...]) -> Any:
         if running_loop() is None:
             raise _not_on_trio()
-        reply = await self._backend.run_script(script, _SHAS[script], self.redis_keys(key), args)
-        if reply is None:
-            raise StoreUnavailableError(
-                f"RedisIdempotencyStore {self.prefix!r}: Redis did not answer within "
-                f"{self.store_timeout} s (or failed, or its breaker is open)"
+        try:
+            return await self._backend.run_script(
+                script, _SHAS[script], self.redis_keys(key), args, raise_error=True
             )
-        return reply
+        except CircuitOpenError as exc:
+            why = "the store's breaker is open after its failures"
+            error: BaseException = exc
+        except _STORE_ERRORS as exc:
+            why = f"within {self.store_timeout} s" if isinstance(exc, TimeoutError) else repr(exc)
+            error = exc
+        raise StoreUnavailableError(
+            f"RedisIdempotencyStore {self.prefix!r}: Redis did not answer ({why})"
+        ) from error
 
     def _log_corrupt(self, key: str, exc: ValueError | None) -> None:
         # Once per store: a corrupt entry is overwritten, not worth a log line each.
