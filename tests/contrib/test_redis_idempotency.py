@@ -334,6 +334,8 @@ async def test_a_dead_redis_is_a_store_unavailable_error_then_fails_fast(
     assert all(c in (redis.exceptions.ConnectionError, TimeoutError) for c in causes[:3])
     assert causes[3] is CircuitOpenError
     assert store.breaker.state is CircuitState.OPEN
+    # Named apart from a RedisBackend's ("dead:redis"), whose series it would join.
+    assert store.breaker.name == "dead:idempotency:redis"
     fresh_redis_server.restart()
     with pytest.raises(StoreUnavailableError, match="breaker is open") as e:
         await store.claim(KEY, "f1", 10)

@@ -232,6 +232,12 @@ def test_bad_settings_are_refused_naming_the_parameter() -> None:
         RedisBackend(client, prefix="{tag}")
     with pytest.raises(ValueError, match="store_timeout"):
         RedisBackend(client, store_timeout=0)
+    with pytest.raises(TypeError, match="breaker_name must be a str or None, got 7"):
+        RedisBackend(client, breaker_name=7)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="breaker_name must be a non-empty str"):
+        RedisBackend(client, breaker_name="")
+    assert RedisBackend(client, prefix="shop").breaker.name == "shop:redis"
+    assert RedisBackend(client, breaker_name="cache").breaker.name == "cache"
 
 
 def test_four_processes_sharing_one_limit_admit_at_most_burst_plus_rate_times_w(

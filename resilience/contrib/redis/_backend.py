@@ -58,6 +58,8 @@ class RedisBackend:
     - The scripts are loaded in the background on first use, outside any
       call's timeout; until they are, decisions are local.
     - ``clock``: the store breaker's (a FakeClock in tests).
+    - ``breaker_name``: the store breaker's name in events and metrics;
+      ``<prefix>:redis`` by default.
 
     Example::
 
@@ -86,6 +88,7 @@ class RedisBackend:
         sync_interval: float = 0.25,
         store_timeout: float = 0.05,
         clock: Clock | None = None,
+        breaker_name: str | None = None,
     ) -> None:
         if isinstance(client, _ASYNC_CLIENTS):
             is_async = True
@@ -115,8 +118,13 @@ class RedisBackend:
         self._lock = threading.Lock()
         # In front of the store: Redis down, a call pays store_timeout at
         # most three times, then nothing for a second.
+        if breaker_name is not None:
+            if not isinstance(breaker_name, str):
+                raise TypeError(f"breaker_name must be a str or None, got {breaker_name!r}")
+            if not breaker_name:
+                raise ValueError("breaker_name must be a non-empty str, got ''")
         self._guard = CircuitBreaker(
-            f"{prefix}:redis",
+            f"{prefix}:redis" if breaker_name is None else breaker_name,
             consecutive_failures=3,
             open_duration=1.0,
             record=_STORE_ERRORS,

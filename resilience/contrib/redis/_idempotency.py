@@ -102,8 +102,14 @@ class RedisIdempotencyStore:
         check_seconds("store_timeout", store_timeout)
         # The backend checks the prefix, bounds each script by store_timeout,
         # keeps the breaker in front of Redis and falls back to EVAL on NOSCRIPT.
+        # Its breaker has a name of its own: a RedisBackend with the same
+        # prefix would otherwise add its series to this one's in metrics.
         self._backend = RedisBackend(
-            client, prefix=prefix, store_timeout=store_timeout, clock=clock
+            client,
+            prefix=prefix,
+            store_timeout=store_timeout,
+            clock=clock,
+            breaker_name=f"{prefix}:idempotency:redis",
         )
         self.prefix = prefix
         """The namespace of every key."""
@@ -116,8 +122,9 @@ class RedisIdempotencyStore:
 
     @property
     def breaker(self) -> CircuitBreaker:
-        """The breaker in front of Redis (named ``<prefix>:redis``, as a
-        :class:`RedisBackend`'s): open while Redis does not answer."""
+        """The breaker in front of Redis, named ``<prefix>:idempotency:redis``
+        (a :class:`RedisBackend`'s is ``<prefix>:redis``): open while Redis
+        does not answer."""
         return self._backend.breaker
 
     @property
