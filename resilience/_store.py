@@ -22,7 +22,10 @@ class RateStore(Protocol):
     ``< 0`` refused (``-answer`` is the retry-after), or None: the store could
     not answer in time, and this process's own limit decides instead.
     ``refused`` repeats a refusal the store gave recently (the seconds left),
-    so that a key over its limit costs no round trip.
+    so that a key over its limit costs no round trip. ``push_back`` pauses
+    the limit everywhere the store reaches (``RateLimiter.push_back``: the
+    other side sent ``Retry-After``); it is called from the caller's code
+    and must not wait on the store.
 
     Example::
 
@@ -30,9 +33,12 @@ class RateStore(Protocol):
             def refused(self, key, now): return None
             async def decide(self, key, cost, max_wait): return 0.0
             def decide_sync(self, key, cost, max_wait): return 0.0
+            def push_back(self, key, seconds): pass
     """
 
     def refused(self, key: Hashable, now: float) -> float | None: ...
+
+    def push_back(self, key: Hashable, seconds: float) -> None: ...
 
     async def decide(self, key: Hashable, cost: int, max_wait: float) -> float | None: ...
 

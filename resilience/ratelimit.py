@@ -229,10 +229,21 @@ class RateLimiter(Policy):
         """Whether the limit is per key (``key=``)."""
         return self._key is not None
 
+    @property
+    def max_wait(self) -> float:
+        """The longest a call waits for its slot, in seconds (0: never waits)."""
+        return self._max_wait
+
+    @property
+    def max_keys(self) -> int:
+        """How many keys' limits are held at most."""
+        return self._max_keys
+
     def push_back(self, seconds: float) -> None:
         """Admit nothing (unkeyed) for ``seconds`` from now: the other side
         asked for it (a ``Retry-After`` on 429 or 503). Later slots follow at
-        the usual rate.
+        the usual rate. With a ``backend=``, every process sharing the limit
+        is pushed back too (see the store's docs for how soon).
 
         Example::
 
@@ -245,7 +256,10 @@ class RateLimiter(Policy):
                 "and a keyed limiter has one per key"
             )
         with self._lock:
+            # The store decides while it answers; this table, when it does not.
             self._table.push_back(self._table.cell, self._clock.now(), seconds)
+        if self._store is not None:
+            self._store.push_back(None, seconds)
 
     # The guard --------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import subprocess
@@ -319,3 +320,93 @@ async def test_per_host_limiters_of_the_httpx_transport_share_their_host_limit(
             await two.get("https://a.test/")
         assert (await two.get("https://b.test/")).status_code == 200  # another host
     await client.aclose()
+
+
+async def pushed_ttl(client: Any, key: str, more_than: int) -> int:
+    """The key's PTTL once the push back sent in the background has landed."""
+    for _ in range(200):  # each a round trip: the push back's task runs meanwhile
+        ttl = int(await client.pttl(key))
+        if ttl > more_than:
+            return ttl
+    raise AssertionError(f"{key!r} was not pushed back (PTTL {ttl})")
+
+
+def test_a_push_back_pauses_every_process_sharing_the_limit(redis_server: RedisServer) -> None:
+    port, prefix = redis_server.address[1], unique()
+    key = f"{{{prefix}:rl:shared}}"  # tests.redis_limit_worker's limit is named "shared"
+
+    async def push_back_here() -> None:
+        client = redis.asyncio.Redis(port=port)
+        backend = RedisBackend(client, prefix=prefix)
+        limiter = RateLimiter(100, burst=10, name="shared", backend=backend)
+        await ready(backend)
+        assert await limiter.call(work) == "done"
+        limiter.push_back(30.0)  # a server's Retry-After: 30
+        # On Redis: the arrival time 30 s (plus the burst's tolerance) ahead,
+        # expiring when the limit has rested again.
+        assert 29_000 < await pushed_ttl(client, key, 29_000) <= 30_100
+        # Here: refused at once, without asking Redis.
+        before = evalsha_calls(redis_server)
+        with pytest.raises(RateLimitedError) as refused:
+            await limiter.call(work)
+        assert refused.value.retry_after == pytest.approx(30, abs=0.5)
+        assert evalsha_calls(redis_server) == before
+        await client.aclose()
+
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.redis_limit_worker", str(port), prefix, "100", "10", "5"],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        assert worker.stdin is not None
+        assert worker.stdout.readline().strip() == "ready"
+        asyncio.run(push_back_here())
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+        out, _ = worker.communicate(timeout=60)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    # The other process, which had never been refused: all five refused.
+    report = json.loads(out.strip().splitlines()[-1])
+    assert (report["admitted"], report["refused"]) == ([], 5)
+
+
+@asyncio_only
+async def test_a_push_back_never_moves_a_limit_back_and_a_short_one_is_waited_out(
+    redis_server: RedisServer,
+) -> None:
+    client = redis.asyncio.Redis(port=redis_server.address[1])
+    prefix, clock = unique(), FakeClock()
+    backend = RedisBackend(client, prefix=prefix, store_timeout=1.0)
+    limiter = RateLimiter(10, name="waits", max_wait=5, backend=backend, clock=clock)
+    await ready(backend)
+    key = f"{{{prefix}:rl:waits}}"
+    limiter.push_back(2.0)
+    ttl = await pushed_ttl(client, key, 1_900)
+    limiter.push_back(1.0)  # earlier than the pause in force: no change
+    for _ in range(20):
+        await client.ping()  # lets the second push back land
+    assert int(await client.pttl(key)) <= ttl
+    # Within max_wait: not remembered as a refusal here, but waited out on
+    # Redis's word (the fake clock's sleep takes no time).
+    assert await limiter.call(work) == "done"
+    assert limiter.stats.waited == 1
+    assert limiter.stats.wait_seconds == pytest.approx(2.0, abs=0.1)
+    await client.aclose()
+
+
+def test_a_sync_client_pushes_back_at_once(redis_server: RedisServer) -> None:
+    client = redis.Redis(port=redis_server.address[1])
+    prefix = unique()
+    limiter = RateLimiter(10, name="sync", backend=RedisBackend(client, prefix=prefix))
+    limiter.push_back(5.0)
+    # 5 s paused, then a burst of 10 refilling at 10 a second: rested in 5.9 s.
+    assert 5_800 < client.pttl(f"{{{prefix}:rl:sync}}") <= 5_901
+    with pytest.raises(RateLimitedError):
+        limiter.call_sync(lambda: "done")
+    client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import threading
@@ -17,7 +18,7 @@ from redis.exceptions import NoScriptError, RedisError
 from resilience import CircuitBreaker, CircuitOpenError, Clock
 from resilience.lowlevel import check_seconds, running_loop
 
-from ._scripts import GCRA
+from ._scripts import GCRA, PUSH_BACK
 
 if TYPE_CHECKING:
     from resilience import RateLimiter
@@ -32,6 +33,7 @@ _ASYNC_CLIENTS = (redis.asyncio.Redis, redis.asyncio.RedisCluster)
 _SYNC_CLIENTS = (redis.Redis, redis.cluster.RedisCluster)
 # What a store call may fail with: Redis's errors, the socket's, our timeout.
 _STORE_ERRORS = (RedisError, OSError, TimeoutError)
+_PUSH_BACK_SHA = hashlib.sha1(PUSH_BACK.encode()).hexdigest()
 # Loading the scripts is not a call's business: its own, longer, timeout.
 _LOAD_TIMEOUT = 5.0
 _LOAD_RETRY = 1.0
@@ -73,6 +75,7 @@ class RedisBackend:
         "_is_async",
         "_lock",
         "_next_load",
+        "_pushes",
         "_sha",
         "_task",
         "prefix",
@@ -115,6 +118,7 @@ class RedisBackend:
         self._sha: str | None = None
         self._next_load = -math.inf
         self._task: Any = None  # the loading task or thread
+        self._pushes: set[asyncio.Task[Any]] = set()  # push backs on their way
         self._lock = threading.Lock()
         # In front of the store: Redis down, a call pays store_timeout at
         # most three times, then nothing for a second.
@@ -330,6 +334,21 @@ class RedisBackend:
         if sha is None:
             return None
         return self.run_script_sync(GCRA, sha, (key,), args)
+
+    def push_back(self, key: str, args: tuple[int, ...]) -> None:
+        """Run the PUSH_BACK script on ``key``, without waiting for it on
+        asyncio: a task of the running loop sends it (a sync client sends
+        it at once). Redis not answering is the store breaker's business;
+        outside an asyncio loop an asyncio client sends nothing."""
+        if not self._is_async:
+            self.run_script_sync(PUSH_BACK, _PUSH_BACK_SHA, (key,), args)
+            return
+        loop = running_loop()
+        if loop is None:
+            return
+        task = loop.create_task(self.run_script(PUSH_BACK, _PUSH_BACK_SHA, (key,), args))
+        self._pushes.add(task)  # held until done: a task only the loop holds can vanish
+        task.add_done_callback(self._pushes.discard)
 
     def __repr__(self) -> str:
         return f"<RedisBackend {self.prefix!r} client={self._client!r}>"

@@ -8,6 +8,8 @@ import math
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from ._scripts import PAUSE_MAX_US
+
 if TYPE_CHECKING:
     from resilience import RateLimiter
 
@@ -51,6 +53,7 @@ class RedisRateStore:
         "_interval",
         "_logged",
         "_max_keys",
+        "_max_wait",
         "_now",
         "_refusals",
         "_tolerance",
@@ -62,7 +65,8 @@ class RedisRateStore:
         self._interval = math.ceil(limiter.per / limiter.rate * 1e6)
         self._tolerance = limiter.burst * self._interval
         self._now = limiter.clock.now
-        self._max_keys = limiter._max_keys
+        self._max_keys = limiter.max_keys
+        self._max_wait = limiter.max_wait
         # key -> when its last refusal ends (the limiter's clock).
         self._refusals: dict[Hashable, float] = {}
         self._logged: set[str] = set()
@@ -113,11 +117,26 @@ class RedisRateStore:
         seconds = micros / 1e6
         if status == 1:
             return seconds
-        refusals = self._refusals
-        if key not in refusals and len(refusals) >= self._max_keys:
-            del refusals[next(iter(refusals))]  # the oldest; each ends by itself anyway
-        refusals[key] = self._now() + seconds
+        self._refuse(key, self._now() + seconds)
         return -seconds
+
+    def push_back(self, key: Hashable, seconds: float) -> None:
+        # Every process from its next decision on. Here, a pause longer than
+        # a call may wait is also remembered as a refusal Redis gave (no
+        # round trip until it ends); a shorter one Redis makes calls wait out.
+        if seconds > self._max_wait:
+            self._refuse(key, self._now() + seconds)
+        pause = min(math.ceil(seconds * 1e6), PAUSE_MAX_US)
+        self._backend.push_back(self.redis_key(key), (pause, self._interval, self._tolerance))
+
+    def _refuse(self, key: Hashable, until: float) -> None:
+        refusals = self._refusals
+        if key not in refusals:
+            if len(refusals) >= self._max_keys:
+                del refusals[next(iter(refusals))]  # the oldest; each ends by itself anyway
+        elif refusals[key] > until:
+            return
+        refusals[key] = until
 
     def __repr__(self) -> str:
         return f"<RedisRateStore {self._base!r}>"

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-__all__ = ["BREAKER_CONTROL", "BREAKER_SYNC", "GCRA"]
+__all__ = ["BREAKER_CONTROL", "BREAKER_SYNC", "GCRA", "PAUSE_MAX_US", "PUSH_BACK"]
+
+# The longest push back shared on Redis, in us (an hour): a stored arrival
+# time further ahead than a limit's tolerance plus this (or plus a call's
+# longest wait) is garbage to GCRA, not a pause.
+PAUSE_MAX_US = 3_600_000_000
 
 # One GCRA decision (see resilience._core.gcra), in whole microseconds so
 # Lua's doubles stay exact (2^53 us is 285 years), on Redis's clock (TIME):
@@ -27,8 +32,10 @@ local tat = nil
 if type(stored) == 'string' then
   tat = tonumber(stored)
   -- NaN, infinities, negatives, and anything further ahead than a limit can
-  -- ever be (its tolerance plus the longest wait) are treated as absent.
-  if tat == nil or tat ~= tat or tat < 0 or tat > now + tolerance + max_wait + interval then
+  -- ever be (its tolerance plus the longest wait or push back) are treated
+  -- as absent.
+  if tat == nil or tat ~= tat or tat < 0
+     or tat > now + tolerance + math.max(max_wait, PAUSE_MAX_US) + interval then
     tat = nil
     corrupt = 1
   end
@@ -49,6 +56,32 @@ if wait <= 0 or wait <= max_wait then
   return {1, math.ceil(wait), corrupt}
 end
 return {2, math.ceil(wait), corrupt}
+""".replace("PAUSE_MAX_US", str(PAUSE_MAX_US))
+
+# A limit pushed back (the other side sent Retry-After): nothing admitted
+# before now + pause, anywhere; later slots at the usual rate, as
+# RateTable.push_back does here. Never earlier than the limit already was.
+#
+# KEYS[1]: the limit's theoretical arrival time (as for GCRA).
+# ARGV:    the pause, emission interval, tolerance (all us; the pause at
+#          most PAUSE_MAX_US).
+# Returns  1 when the arrival time moved, 0 when it was further already.
+PUSH_BACK = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local target = now + tonumber(ARGV[1]) + tonumber(ARGV[3]) - tonumber(ARGV[2])
+local stored = redis.pcall('GET', KEYS[1])
+if type(stored) == 'string' then
+  local tat = tonumber(stored)
+  -- Already further (a pause, or waits reserved): never moved back. What
+  -- is not a number is overwritten; a number too far ahead GCRA resets.
+  if tat ~= nil and tat == tat and tat >= target then
+    return 0
+  end
+end
+redis.call('SET', KEYS[1], string.format('%.0f', target),
+           'PX', math.floor((target - now) / 1000) + 1)
+return 1
 """
 
 # A circuit breaker's shared state (see _breakers.py), in two scripts that
