@@ -74,12 +74,9 @@ import math
 import os
 import platform
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -88,135 +85,28 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from examples._redis_server import HOST, RedisCluster, RedisServer, stop_all
 from resilience import RateLimitedError, RateLimiter
 from resilience.contrib.redis import RedisBackend
 
 from .cases_baseline import Boom, f, f_fail
 
-HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = 1000
 RATE = 10**6  # per key per second, and the burst: every call is admitted
 PREFIX = "bench"
-BUS_OFFSET = 10000  # a cluster node's bus port
-START_DEADLINE = 10.0
-CLUSTER_DEADLINE = 20.0
 READY_DEADLINE = 90.0  # for 16 processes to start, import and warm up on 2 CPUs
 ROUNDS = 7
 BATCH = 0.2  # seconds per in-process round
-PR_SET_PDEATHSIG = 1
 
 
-# -- servers ---------------------------------------------------------------------
-
-
-def _die_with_parent() -> None:
-    # Runs in the child before exec: if this driver is killed without running
-    # its finally blocks, the kernel still stops the server.
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def _free_port(bus: bool) -> int:
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind((HOST, 0))
-            port = int(probe.getsockname()[1])
-        if not bus or (port + BUS_OFFSET <= 65535 and _bindable(port + BUS_OFFSET)):
-            return port
-    raise RuntimeError("no free loopback port found")
-
-
-class Server:
-    """One redis-server on 127.0.0.1, in a temporary directory of its own."""
-
-    def __init__(self, binary: str, *, cluster: bool = False) -> None:
-        self.binary = binary
-        self.cluster = cluster
-        self.directory = tempfile.mkdtemp(prefix="resilience-bench-redis-")
-        self.port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        for _ in range(10):  # another process may take the port first
-            self.port = _free_port(self.cluster)
-            argv = [
-                self.binary,
-                "--bind", HOST,
-                "--port", str(self.port),
-                "--dir", self.directory,
-                "--save", "",
-                "--appendonly", "no",
-                "--logfile", os.path.join(self.directory, "redis.log"),
-            ]  # fmt: skip
-            if self.cluster:
-                argv += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-                argv += ["--cluster-node-timeout", "2000"]
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent,  # before any thread is started
-            )
-            if self._answers():
-                return
-        raise RuntimeError(f"redis-server did not start:\n{self.log()}")
-
-    def _answers(self) -> bool:
-        assert self.process is not None
-        deadline = time.monotonic() + START_DEADLINE
-        with redis.Redis(host=HOST, port=self.port, socket_timeout=0.5) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    return False  # lost its port
-                try:
-                    if client.info("server")["process_id"] == self.process.pid:
-                        return True
-                except redis.RedisError:
-                    time.sleep(0.01)
-        raise RuntimeError(f"redis-server did not answer within {START_DEADLINE:g} s")
-
-    def info(self, section: str) -> dict[str, Any]:
-        with redis.Redis(host=HOST, port=self.port, socket_timeout=5.0) as client:
-            return client.info(section)
-
-    def terminate(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-
-    def stop(self) -> None:
-        self.terminate()
-        if self.process is not None:
-            try:
-                self.process.wait(5.0)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-    def log(self) -> str:
-        with contextlib.suppress(OSError), open(os.path.join(self.directory, "redis.log")) as log:
-            return log.read()[-2000:]
-        return ""
+# -- servers (examples/_redis_server.py starts and stops them) -------------------
 
 
 class Servers:
     """What a fleet talks to: one server, or the nodes of a cluster."""
 
-    def __init__(self, kind: str, nodes: list[Server]) -> None:
+    def __init__(self, kind: str, nodes: list[RedisServer]) -> None:
         self.kind = kind
         self.nodes = nodes
 
@@ -233,42 +123,6 @@ class Servers:
             usage = node.info("cpu")
             cpu += float(usage["used_cpu_sys"]) + float(usage["used_cpu_user"])
         return calls, cpu
-
-
-def start_cluster(cli: str, nodes: list[Server]) -> None:
-    """Three cluster-enabled nodes, joined, all 16384 slots served."""
-    for node in nodes:
-        node.start()
-    argv = [cli, "--cluster", "create", *(f"{HOST}:{node.port}" for node in nodes)]
-    created = subprocess.run(
-        [*argv, "--cluster-replicas", "0", "--cluster-yes"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=CLUSTER_DEADLINE,
-        check=False,
-    )
-    if created.returncode != 0:
-        raise RuntimeError(f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}")
-    deadline = time.monotonic() + CLUSTER_DEADLINE
-    while True:
-        states = []
-        for node in nodes:
-            try:
-                with redis.Redis(host=HOST, port=node.port, socket_timeout=1.0) as client:
-                    states.append(client.cluster("info"))
-            except redis.RedisError as exc:
-                states.append({"error": repr(exc)})
-        if all(
-            str(state.get("cluster_state")) == "ok"
-            and int(state.get("cluster_known_nodes", 0)) == len(nodes)
-            and int(state.get("cluster_slots_ok", 0)) == 16384
-            for state in states
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the cluster was not ok within {CLUSTER_DEADLINE:g} s: {states}")
-        time.sleep(0.02)
 
 
 # -- one worker process ------------------------------------------------------------
@@ -568,13 +422,15 @@ def run(processes: list[int], seconds: float, json_path: str | None) -> None:
             "redis-server and redis-cli are needed on PATH (Debian: apt-get install redis-server)"
         )
     started = time.monotonic()
-    single = Servers("single", [Server(binary)])
-    cluster = Servers("cluster", [Server(binary, cluster=True) for _ in range(3)])
+    prefix = "resilience-bench-redis-"
+    server = RedisServer(binary, prefix)
+    nodes = RedisCluster([RedisServer(binary, prefix, cluster=True) for _ in range(3)], cli)
+    single, cluster = Servers("single", [server]), Servers("cluster", list(nodes.servers))
     rows: list[dict[str, Any]] = []
     try:
-        single.nodes[0].start()
-        start_cluster(cli, cluster.nodes)
-        version = single.nodes[0].info("server")["redis_version"]
+        server.start()
+        nodes.start()
+        version = server.info("server")["redis_version"]
         print(
             f"redis-server {version}, redis-py {redis.__version__}, Python "
             f"{platform.python_version()}, {os.cpu_count()} CPUs (load average "
@@ -598,12 +454,7 @@ def run(processes: list[int], seconds: float, json_path: str | None) -> None:
                     flush=True,
                 )
     finally:
-        for servers in (single, cluster):
-            for node in servers.nodes:
-                node.terminate()
-        for servers in (single, cluster):
-            for node in servers.nodes:
-                node.stop()
+        stop_all([server, *nodes.servers])
     print()
     for line in _table(rows):
         print(line)

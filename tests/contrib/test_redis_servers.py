@@ -26,6 +26,7 @@ import redis.cluster
 import redis.retry
 from redis.backoff import NoBackoff
 
+from examples import _redis_server
 from tests import redis_servers
 from tests.redis_servers import RedisCluster, RedisServer, asyncio_only, command
 
@@ -318,9 +319,9 @@ def test_lost_port_race_retries_on_another_port(monkeypatch: pytest.MonkeyPatch)
         squatter.listen()
         taken = squatter.getsockname()[1]
         ports = iter([taken])
-        real_pick_port = redis_servers.pick_port
+        real_free_port = _redis_server.free_port
         monkeypatch.setattr(
-            redis_servers, "pick_port", lambda **kw: next(ports, None) or real_pick_port(**kw)
+            _redis_server, "free_port", lambda **kw: next(ports, None) or real_free_port(**kw)
         )
         with RedisServer() as server:  # first tries `taken`, fails to bind, picks another
             assert server.port != taken
