@@ -75,23 +75,21 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import redis
 import redis.asyncio
 
 from examples._redis_server import HOST, RedisCluster, RedisServer, stop_all
+from examples._workers import Workers
 from resilience import RateLimitedError, RateLimiter
 from resilience.contrib.redis import RedisBackend
 
 from .cases_baseline import Boom, f, f_fail
 
-ROOT = Path(__file__).resolve().parent.parent
 KEYS = 1000
 RATE = 10**6  # per key per second, and the burst: every call is admitted
 PREFIX = "bench"
@@ -199,51 +197,18 @@ def _machine_busy() -> float:
 
 def fleet(servers: Servers, processes: int, seconds: float) -> dict[str, Any]:
     name = f"fleet-{servers.kind}-{processes}"
-    argv = [
-        sys.executable, "-m", "benchmarks.redis_fleet", "--worker",
-        servers.kind, str(servers.port), str(seconds), name,
-    ]  # fmt: skip
-    workers = [
-        subprocess.Popen(
-            [*argv, str(index)],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for index in range(processes)
-    ]
-    try:
+    argv = [servers.kind, str(servers.port), str(seconds), name]
+    with Workers("benchmarks.redis_fleet", [[*argv, str(i)] for i in range(processes)]) as workers:
         deadline = time.monotonic() + READY_DEADLINE
-        for process in workers:
-            assert process.stdout is not None
-            line = process.stdout.readline()
-            if json.loads(line or "{}") != {"ready": True}:
-                raise RuntimeError(f"a worker did not start: {line!r}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{processes} workers did not start in {READY_DEADLINE:g} s")
+        if (ready := workers.read()) != [{"ready": True}] * processes:
+            raise RuntimeError(f"a worker did not start: {ready}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{processes} workers did not start in {READY_DEADLINE:g} s")
         calls_before, cpu_before = servers.counters()
         busy_before, wall_before = _machine_busy(), time.monotonic()
-        for process in workers:
-            assert process.stdin is not None
-            process.stdin.write("go\n")
-            process.stdin.flush()
-        reports = []
-        for process in workers:
-            assert process.stdout is not None
-            line = process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"a worker exited with {process.wait()} (its error is above)")
-            reports.append(json.loads(line))
+        reports = workers.ask("go")
         busy, wall = _machine_busy() - busy_before, time.monotonic() - wall_before
         calls_after, cpu_after = servers.counters()
-        for process in workers:
-            process.communicate(timeout=30)
-    finally:
-        for process in workers:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
     admitted = sum(report["admitted"] for report in reports)
     rates = [report["admitted"] / report["seconds"] for report in reports]
     window = max(report["seconds"] for report in reports)

@@ -32,20 +32,17 @@ import asyncio
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-import redis
 import redis.asyncio
 
 from examples._redis_server import HOST, RedisServer
+from examples._workers import Workers
 from resilience import CircuitState, RateLimitedError, RateLimiter
 from resilience.contrib.redis import RedisBackend
 
-ROOT = Path(__file__).resolve().parent.parent
 WORKERS = 3
 RATE, BURST = 50.0, 10  # per second, for the whole fleet
 # The longest a call waits for Redis. The default, 0.05 s, suits a service;
@@ -55,9 +52,6 @@ STORE_TIMEOUT = 0.1
 # The admission times are the workers' clocks after each call returned, not
 # Redis's at its decision: 0.1 s of slack for that (as the tests allow).
 SLACK = 0.1
-
-
-# -- a redis-server of our own ----------------------------------------------
 
 
 # -- one worker process -------------------------------------------------------
@@ -134,22 +128,6 @@ async def worker(port: int) -> None:
 # -- the parent: a server, three workers, three phases ------------------------
 
 
-def ask(workers: list[subprocess.Popen[str]], command: str) -> list[dict[str, Any]]:
-    """Send every worker ``command`` at once, then read each one's report."""
-    for process in workers:
-        assert process.stdin is not None
-        process.stdin.write(command + "\n")
-        process.stdin.flush()
-    reports = []
-    for process in workers:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"a worker exited with {process.wait()} (its error is above)")
-        reports.append(json.loads(line))
-    return reports
-
-
 def span(reports: list[dict[str, Any]]) -> tuple[int, float]:
     """The calls admitted by every worker together, and the seconds they span."""
     times = sorted(t for report in reports for t in report["admitted"])
@@ -173,31 +151,19 @@ def check_one_limit(phase: str, reports: list[dict[str, Any]]) -> None:
 
 
 def fleet(server: RedisServer) -> None:
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "examples.redis_fleet", "--worker", str(server.port)],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(WORKERS)
-    ]
-    try:
-        for process in workers:
-            assert process.stdout is not None
-            assert json.loads(process.stdout.readline()) == {"ready": True}
+    with Workers("examples.redis_fleet", [[str(server.port)]] * WORKERS) as workers:
+        assert workers.read() == [{"ready": True}] * WORKERS
         print(
             f"fleet: {WORKERS} worker processes share RateLimiter({RATE:g}, burst={BURST}, "
             f"name='partner-api') on 127.0.0.1:{server.port}"
         )
 
         # 1. One limit for the fleet.
-        check_one_limit("shared", ask(workers, "run 1.0"))
+        check_one_limit("shared", workers.ask("run 1.0"))
 
         # 2. Redis dies: every call is still answered, by each worker's own limit.
         server.kill()
-        reports = ask(workers, "run 1.0")
+        reports = workers.ask("run 1.0")
         for number, report in enumerate(reports, 1):
             admitted, window = span([report])
             print(
@@ -217,24 +183,14 @@ def fleet(server: RedisServer) -> None:
 
         # 3. Redis is back (empty): the workers share one limit again.
         server.start(server.port)
-        rejoined = ask(workers, "rejoin")
+        rejoined = workers.ask("rejoin")
         assert all(not report["failed"] for report in rejoined), rejoined
         seconds = [report["rejoined"] for report in rejoined]
         assert None not in seconds, "a worker was not sharing again within 5 s"
         shown = ", ".join(f"{s:.2f}" for s in seconds)
         print(f"rejoin: Redis restarted on its port; every worker shares again after {shown} s")
-        check_one_limit("shared again", ask(workers, "run 0.5"))
+        check_one_limit("shared again", workers.ask("run 0.5"))
         assert server.evalsha_calls() > 0  # decided on the new server
-    finally:
-        for process in workers:
-            if process.stdin is not None:
-                process.stdin.close()  # the worker's loop ends
-        for process in workers:
-            try:
-                process.wait(5.0)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 def main() -> int:
