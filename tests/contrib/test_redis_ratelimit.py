@@ -344,7 +344,8 @@ def test_a_push_back_pauses_every_process_sharing_the_limit(redis_server: RedisS
         limiter.push_back(30.0)  # a server's Retry-After: 30
         # On Redis: the arrival time 30 s (plus the burst's tolerance) ahead,
         # expiring when the limit has rested again.
-        assert 29_000 < await pushed_ttl(client, key, 29_000) <= 30_100
+        # (Lower bounds with seconds of slack: the machine may stall between.)
+        assert 25_000 < await pushed_ttl(client, key, 25_000) <= 30_100
         # Here: refused at once, without asking Redis.
         before = evalsha_calls(redis_server)
         with pytest.raises(RateLimitedError) as refused:
@@ -387,7 +388,7 @@ async def test_a_push_back_never_moves_a_limit_back_and_a_short_one_is_waited_ou
     await ready(backend)
     key = f"{{{prefix}:rl:waits}}"
     limiter.push_back(2.0)
-    ttl = await pushed_ttl(client, key, 1_900)
+    ttl = await pushed_ttl(client, key, 1_000)
     limiter.push_back(1.0)  # earlier than the pause in force: no change
     for _ in range(20):
         await client.ping()  # lets the second push back land
@@ -396,7 +397,7 @@ async def test_a_push_back_never_moves_a_limit_back_and_a_short_one_is_waited_ou
     # Redis's word (the fake clock's sleep takes no time).
     assert await limiter.call(work) == "done"
     assert limiter.stats.waited == 1
-    assert limiter.stats.wait_seconds == pytest.approx(2.0, abs=0.1)
+    assert 1.0 < limiter.stats.wait_seconds <= 2.0  # what was left of the pause
     await client.aclose()
 
 
@@ -406,7 +407,7 @@ def test_a_sync_client_pushes_back_at_once(redis_server: RedisServer) -> None:
     limiter = RateLimiter(10, name="sync", backend=RedisBackend(client, prefix=prefix))
     limiter.push_back(5.0)
     # 5 s paused, then a burst of 10 refilling at 10 a second: rested in 5.9 s.
-    assert 5_800 < client.pttl(f"{{{prefix}:rl:sync}}") <= 5_901
+    assert 5_000 < client.pttl(f"{{{prefix}:rl:sync}}") <= 5_901
     with pytest.raises(RateLimitedError):
         limiter.call_sync(lambda: "done")
     client.close()
