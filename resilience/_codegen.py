@@ -233,17 +233,23 @@ def _bracket_source(
         lines.append((body + 2, f"{aw}sleep(delay)"))
         if observed:
             lines.append((body, "_notify(flow, error, _perf() - sf)"))
-    else:
+    elif guards:
         lines.append((body, "error = None"))
         guard(0, body)
-    lines.append((body, "if error is None:"))
-    lines.append((body + 1, "return result"))
-    # Raised from here, not from an except block: no implicit __context__;
-    # the local is cleared so the traceback does not keep a cycle alive.
-    lines.append((body, "try:"))
-    lines.append((body + 1, "raise error"))
-    lines.append((body, "finally:"))
-    lines.append((body + 1, "error = None"))
+    else:
+        # Neither: the frame in front of a policy that wraps (binding ``fn``,
+        # checking for observers), one frame where a closure for each would
+        # be two, each packing *args and **kwargs again.
+        lines.append((body, f"return {call}"))
+    if guards or flow:
+        lines.append((body, "if error is None:"))
+        lines.append((body + 1, "return result"))
+        # Raised from here, not from an except block: no implicit __context__;
+        # the local is cleared so the traceback does not keep a cycle alive.
+        lines.append((body, "try:"))
+        lines.append((body + 1, "raise error"))
+        lines.append((body, "finally:"))
+        lines.append((body + 1, "error = None"))
 
     params: list[str] = []
     for i, inline in enumerate(guards):

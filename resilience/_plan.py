@@ -23,7 +23,6 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _observe
 from ._codegen import Inline, bracket_factory, inline_of
 from ._observe import _notify, _perf, add_observer, remove_observer
 from ._protocol import Flow, Guard
@@ -181,16 +180,6 @@ class Plan:
             check = outermost and not observed
             if isinstance(segment, tuple):
                 flow, guards = segment
-                inner = self._bracket(
-                    flow,
-                    guards,
-                    inner,
-                    sync=sync,
-                    observed=observed,
-                    check=check,
-                    bound=bound if outermost else None,
-                    arity=arity,
-                )
             else:
                 method = "call_sync" if sync else "call"
                 if getattr(type(segment), method) is _BASE_METHODS[method]:
@@ -202,10 +191,21 @@ class Plan:
                 if observed:
                     call = _timed(segment, call, sync)
                 inner = call if inner is None else functools.partial(call, inner)
-                if check:
-                    inner = self._checked(inner, sync, arity)
-                if outermost and bound is not None:
-                    inner = _bind(inner, bound, sync)
+                if not check and (not outermost or bound is None):
+                    continue
+                # In front of it, a bracket without guards or flow: one frame
+                # that checks for observers and binds ``fn``.
+                flow, guards = None, ()
+            inner = self._bracket(
+                flow,
+                guards,
+                inner,
+                sync=sync,
+                observed=observed,
+                check=check,
+                bound=bound if outermost else None,
+                arity=arity,
+            )
         assert inner is not None
         if observed and self._owner is not None:
             # Observed runners are never bound: decorate() compiles unobserved.
@@ -258,28 +258,6 @@ class Plan:
         if isinstance(flow_inline, Inline):
             args += flow_inline.names.values()
         return make(*args)
-
-    def _checked(
-        self, run: Callable[..., Any], sync: bool, arity: int | None
-    ) -> Callable[..., Any]:
-        """``run``, sent to the observed runner while observers are registered
-        (for a chain whose outermost policy wraps through its own call)."""
-        observed = functools.partial(self._observed, sync, arity)
-        if sync:
-
-            def checked_sync(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-                if _observe._observers:
-                    return observed()(fn, *args, **kwargs)
-                return run(fn, *args, **kwargs)
-
-            return checked_sync
-
-        async def checked(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
-            if _observe._observers:
-                return await observed()(fn, *args, **kwargs)
-            return await run(fn, *args, **kwargs)
-
-        return checked
 
     def __repr__(self) -> str:
         return f"<Plan {' | '.join(repr(p) for p in self._policies)}>"
@@ -377,20 +355,6 @@ def _refuse_sync(policy: Any) -> None:
         raise TypeError(f"{type(policy).__name__} {policy.name!r} cannot run plain calls: {reason}")
     for inner in getattr(policy, "policies", ()):
         _refuse_sync(inner)
-
-
-def _bind(run: Callable[..., Any], fn: Any, sync: bool) -> Callable[..., Any]:
-    if sync:
-
-        def bound_sync(*args: Any, **kwargs: Any) -> Any:
-            return run(fn, *args, **kwargs)
-
-        return bound_sync
-
-    async def bound(*args: Any, **kwargs: Any) -> Any:
-        return await run(fn, *args, **kwargs)
-
-    return bound
 
 
 _BASE_METHODS: dict[str, Any] = {}
