@@ -97,6 +97,10 @@ class Watch:
     # and the queue's timer calls fire().
     at: float
     task: asyncio.Task[Any] | None
+    # Set by fire(), not per call: only a call whose delay passed reads them.
+    cancelled: bool
+    coordinator: asyncio.Task[None]
+    done: bool
 
     def __init__(
         self,
@@ -108,13 +112,12 @@ class Watch:
         self.caller = self.task = task
         self.cancelling = task.cancelling()
         self.call = call  # (fn, args, kwargs, reject, delay): what the hedges run
-        self.race: Race | None = None
-        self.coordinator: asyncio.Task[None] | None = None
-        self.cancelled = False  # we cancelled the first attempt: a hedge won
-        self.done = False  # the first attempt has ended
+        self.race: Race | None = None  # set once the delay passes
 
     def fire(self) -> None:
         """The queue's timer: the delay passed; a coordinator starts the hedges."""
+        self.cancelled = False  # we cancelled the first attempt: a hedge won
+        self.done = False  # the first attempt has ended
         race = self.race = Race(self.hedge.attempts)
         race.on_win = self.cancel_first
         fn, args, kwargs, reject, delay = self.call
@@ -140,7 +143,6 @@ class Watch:
         self.done = True
         hedge = self.hedge
         coordinator = self.coordinator
-        assert coordinator is not None
         ours = self.cancelled and self.caller.uncancel() <= self.cancelling
         hedge.tracker.record(took)
         if ours and isinstance(error, asyncio.CancelledError):

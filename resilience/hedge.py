@@ -272,8 +272,7 @@ class Hedge(Policy):
         watch.caller = watch.task = task
         watch.cancelling = task.cancelling()
         watch.call = (fn, args, kwargs, reject, delay)
-        watch.race = watch.coordinator = None
-        watch.cancelled = watch.done = False
+        watch.race = None
         start = queue.now()
         watch.at = start + delay
         queue.add(watch)
