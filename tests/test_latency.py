@@ -168,6 +168,24 @@ def test_zero_and_negative_durations_count_as_the_shortest_nan_is_ignored() -> N
     assert tracker.quantile(0.99) == value_of(BUCKETS - 1)
 
 
+def test_the_histogram_counts_what_the_tracker_counts() -> None:
+    # WindowedHistogram.record and LatencyTracker.record are two compilations
+    # of one source (RECORD): fed alike, across rotations and expiries, they
+    # hold the same counts.
+    clock = FakeClock()
+    tracker = LatencyTracker(10.0, sub_windows=5, clock=clock)
+    histogram = WindowedHistogram(10.0, 5, origin=clock.now())
+    durations = [0.0, -1.0, 1e-6, FLOOR, 0.0123, 0.5, CEILING, 5e3, math.inf, math.nan]
+    for step in range(60):
+        seconds = durations[step % len(durations)]
+        tracker.record(seconds)
+        histogram.record(clock.now(), seconds)
+        clock.advance(0.7)
+    assert histogram.count == tracker._histogram.count > 0
+    assert histogram.sub_window_totals() == tracker._histogram.sub_window_totals()
+    assert histogram.totals() == tracker._histogram.totals()
+
+
 # The cache of cumulative counts ----------------------------------------------
 
 

@@ -40,17 +40,23 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Callable
 from itertools import accumulate, compress
 from operator import add, sub
+from typing import Any
+
+from .source import snippet
 
 __all__ = [
     "BUCKETS",
     "CEILING",
     "FLOOR",
     "GAMMA",
+    "RECORD",
     "RELATIVE_ERROR",
     "WindowedHistogram",
     "bucket_of",
+    "compile_record",
     "value_of",
 ]
 
@@ -106,6 +112,45 @@ def value_of(bucket: int) -> float:
     return _VALUES[bucket]
 
 
+# Recording a duration, as source written once: WindowedHistogram.record is
+# compiled from it, and so is LatencyTracker.record (resilience.latency),
+# which runs it under its lock, where a call would add a tenth of its cost.
+# {h}: the histogram, {now}: the reading, {seconds}: the duration, {i}: a
+# local for its bucket. A NaN returns from the function, uncounted.
+RECORD = """\
+if {now} >= {h}.rotate_at:
+    {h}.advance({now})
+if {seconds} > FLOOR:
+    {i} = _trunc(_log2({seconds}) * _SCALE + _OFFSET) if {seconds} < CEILING else _TOP
+elif {seconds} == {seconds}:
+    {i} = 0
+else:
+    return  # NaN: not a duration, and it has no place in an order
+{h}.current[{i}] += 1
+{h}.count += 1"""
+"""Counting one duration in a histogram as source, placeholders as the comment above says.
+
+Example::
+
+    body = snippet(RECORD, "    ", h="self", now="now", seconds="seconds", i="i")
+    source = f"def record(self, now, seconds):\\n{body}\\n"
+    record = compile_record(source, WindowedHistogram, "Count one duration at ``now``.")
+"""
+
+
+def compile_record(source: str, owner: type, doc: str) -> Callable[..., None]:
+    """The function ``record`` that ``source`` defines around :data:`RECORD`,
+    with this module's names (``FLOOR``, ``_log2``...) as its globals, named
+    and documented as ``owner``'s method."""
+    namespace: dict[str, Any] = {}
+    exec(source, globals(), namespace)  # our own text
+    record: Callable[..., None] = namespace["record"]
+    record.__module__ = owner.__module__
+    record.__qualname__ = f"{owner.__qualname__}.record"
+    record.__doc__ = doc
+    return record
+
+
 def _span(counts: list[int]) -> tuple[int, int]:
     """The narrowest ``[low, high)`` holding every count, found in C (not all zero)."""
     return (
@@ -121,9 +166,9 @@ class WindowedHistogram:
     and ``quantile(now, q)``; ``count`` is the samples in the window as of
     the last call. ``q`` is not checked here.
 
-    A caller may inline ``record``: while ``now < rotate_at``, recording
-    bucket ``i`` is ``current[i] += 1`` and ``count += 1``. And it may answer
-    a repeated query itself: while ``now < rotate_at`` and ``count <
+    A caller may compile ``record`` inline from :data:`RECORD` (as
+    :class:`resilience.LatencyTracker` does). And it may answer a repeated
+    query itself: while ``now < rotate_at`` and ``count <
     stale_at``, ``answers.get(q)`` (when present) is what ``quantile(now,
     q)`` would return.
 
@@ -184,18 +229,8 @@ class WindowedHistogram:
         self.answers: dict[float, float | None] = {}
         """Answers per quantile since the last build."""
 
-    def record(self, now: float, seconds: float) -> None:
-        """Count one duration at ``now``."""
-        if now >= self.rotate_at:
-            self.advance(now)
-        if seconds > FLOOR:
-            i = _trunc(_log2(seconds) * _SCALE + _OFFSET) if seconds < CEILING else _TOP
-        elif seconds == seconds:
-            i = 0
-        else:
-            return  # NaN: not a duration, and it has no place in an order
-        self.current[i] += 1
-        self.count += 1
+    record: Callable[[float, float], None]
+    """``record(now, seconds)``: count one duration at ``now`` (compiled from :data:`RECORD`)."""
 
     def advance(self, now: float) -> None:
         """Expire the sub-windows that ended by ``now``: O(sub_windows) at most."""
@@ -288,3 +323,12 @@ class WindowedHistogram:
     def sub_window_totals(self) -> list[list[int]]:
         """Copies of each sub-window's counts per bucket, in ring order."""
         return [list(old) for old in self._subs]
+
+
+WindowedHistogram.record = compile_record(
+    "def record(self, now, seconds):\n"
+    + snippet(RECORD, "    ", h="self", now="now", seconds="seconds", i="i")
+    + "\n",
+    WindowedHistogram,
+    "Count one duration at ``now``.",
+)
