@@ -274,21 +274,14 @@ class RedisBackend:
         return None
 
     def run_script_sync(
-        self,
-        script: str,
-        sha: str,
-        keys: tuple[str, ...],
-        args: tuple[Any, ...],
-        *,
-        raise_error: bool = False,
+        self, script: str, sha: str, keys: tuple[str, ...], args: tuple[Any, ...]
     ) -> list[Any] | None:
-        """:meth:`run_script` with the sync client (its socket timeout bounds it)."""
+        """:meth:`run_script` with the sync client (its socket timeout bounds it;
+        no ``raise_error``: nothing sync asks why yet)."""
         guard = self._guard
         try:
             ticket = guard.admit()
         except CircuitOpenError:
-            if raise_error:
-                raise
             return None
         error: BaseException | None = None
         reply = None
@@ -300,11 +293,7 @@ class RedisBackend:
         except _STORE_ERRORS as exc:
             error = exc
         guard.settle(ticket, error, reply)
-        if error is None:
-            return reply
-        if raise_error:
-            raise error
-        return None
+        return None if error is not None else reply
 
     # One rate-limit decision ----------------------------------------------
 
