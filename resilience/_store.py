@@ -19,10 +19,12 @@ class RateStore(Protocol):
 
     ``decide`` (and ``decide_sync``) answer as the limiter's own table does:
     ``0.0`` admitted, seconds ``> 0`` reserved (the caller waits that long),
-    ``< 0`` refused (``-answer`` is the retry-after), or None: the store could
-    not answer in time, and this process's own limit decides instead.
-    ``refused`` repeats a refusal the store gave recently (the seconds left),
-    so that a key over its limit costs no round trip. ``push_back`` pauses
+    ``< 0`` refused (``-answer`` is the retry-after; ``-math.inf``: never),
+    or None: the store could not answer in time, and this process's own
+    limit decides instead; ``max_wait`` is the longest the call may wait.
+    ``refused`` repeats a refusal the store gave recently (the seconds left,
+    ``now`` being the limiter's clock), so that a key over its limit costs
+    no round trip, or says None. ``push_back`` pauses
     the limit everywhere the store reaches (``RateLimiter.push_back``: the
     other side sent ``Retry-After``); it is called from the caller's code
     and must not wait on the store.

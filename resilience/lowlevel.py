@@ -31,6 +31,12 @@ admission test) and :data:`RATE_CELL` (a key's cell, least recently used
 last), placed with :func:`snippet`; the ASGI middleware compiles its
 per-client limit from them rather than copying the arithmetic.
 
+A :class:`~resilience.RateLimiter` given ``backend=`` takes its decisions
+from a store shared with other processes: the backend (a
+:class:`RateBackend`, such as ``resilience.contrib.redis.RedisBackend``)
+makes one :class:`RateStore` per limiter. Implement the two protocols to
+share limits on another store.
+
 For integrations that keep a deadline of their own (the ASGI middleware's
 moving request budget), :data:`deadline_var` is the context variable that
 holds the deadline in force (:func:`resilience.current_deadline` reads it),
@@ -76,6 +82,7 @@ from ._listeners import EventSource
 from ._plan import Inline, Plan, add_observer, remove_observer
 from ._protocol import WAIT, CallObserver, Flow, FlowRun, Guard
 from ._registry import live_policies, live_sagas, mark_template
+from ._store import RateBackend, RateStore
 from ._validate import count as check_count
 from ._validate import optional_seconds as check_optional_seconds
 from ._validate import rate as check_rate
@@ -95,6 +102,8 @@ __all__ = [
     "Guard",
     "Inline",
     "Plan",
+    "RateBackend",
+    "RateStore",
     "RetryRun",
     "add_observer",
     "check_count",
