@@ -15,9 +15,10 @@ from ._protocol import WAIT
 from .errors import RateLimitedError
 
 if TYPE_CHECKING:
+    from ._core.gcra import RateCell
     from .ratelimit import RateLimiter
 
-__all__ = ["SHARED", "UNKEYED", "decide", "decide_sync", "take"]
+__all__ = ["SHARED", "UNKEYED", "decide", "decide_sync", "local_cell", "take"]
 
 UNKEYED: Any = object()  # the limiter's one limit, in a shared-store reservation
 SHARED: Any = object()  # a reservation's "now" when the shared store is to decide
@@ -65,14 +66,36 @@ def decide_sync(limiter: RateLimiter, key: Hashable, max_wait: float) -> object:
     return limiter._waited_for(None, seconds)
 
 
-def _decided(limiter: RateLimiter, key: Hashable, decision: float | None) -> tuple[object, float]:
+def local_cell(limiter: RateLimiter, key: Hashable) -> RateCell:
+    """This process's copy of ``key``'s limit: it follows the store's
+    answers (``quota()`` and the ASGI ``RateLimit`` fields read it), and it
+    decides while the store does not answer."""
+    table = limiter._table
+    if key is UNKEYED:
+        return table.cell
+    if limiter._shared:
+        with limiter._lock:
+            return table.cell_for(key, limiter._now())
+    return table.cell_for(key, limiter._now())
+
+
+def _decided(
+    limiter: RateLimiter, key: Hashable, answer: tuple[float, float] | None
+) -> tuple[object, float]:
     """The store's answer: the ticket (WAIT: wait locally, the store was
     unavailable), and the seconds of a slot reserved in the store."""
-    if decision is None:  # unavailable: this process's own limit decides
+    if answer is None:  # unavailable: this process's own limit decides
         ticket = limiter._take_one(True) if key is UNKEYED else limiter._take_key(key, True)
         if ticket.__class__ is RateLimitedError:
             raise ticket
         return ticket, 0.0
+    decision, ahead = answer
+    cell = local_cell(limiter, key)
+    if limiter._shared:
+        with limiter._lock:
+            limiter._table.follow(cell, limiter._now(), ahead)
+    else:
+        limiter._table.follow(cell, limiter._now(), ahead)
     if decision == 0.0:
         limiter._admitted += 1
         return True, 0.0

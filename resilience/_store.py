@@ -17,11 +17,17 @@ class RateStore(Protocol):
     """Where a :class:`~resilience.RateLimiter` given ``backend=`` takes its
     decisions. ``key`` is the call's key, None for an unkeyed limiter.
 
-    ``decide`` (and ``decide_sync``) answer as the limiter's own table does:
-    ``0.0`` admitted, seconds ``> 0`` reserved (the caller waits that long),
-    ``< 0`` refused (``-answer`` is the retry-after; ``-math.inf``: never),
-    or None: the store could not answer in time, and this process's own
-    limit decides instead; ``max_wait`` is the longest the call may wait.
+    ``decide`` (and ``decide_sync``) answer ``(answer, ahead)``. The answer
+    is the limiter's own table's: ``0.0`` admitted, seconds ``> 0`` reserved
+    (the caller waits that long), ``< 0`` refused (``-answer`` is the
+    retry-after; ``-math.inf``: never); ``max_wait`` is the longest the call
+    may wait. ``ahead`` is the limit's state after the decision: how many
+    seconds its theoretical arrival time is past now (``0.0``: rested, or
+    unknown). This process's own copy of the limit follows it, so that
+    ``quota()`` and the ASGI ``RateLimit`` fields tell the shared limit, and
+    a store that stops answering is taken over from there. None instead of
+    the pair: the store could not answer in time, and this process's own
+    limit decides.
     ``refused`` repeats a refusal the store gave recently (the seconds left,
     ``now`` being the limiter's clock), so that a key over its limit costs
     no round trip, or says None. ``push_back`` pauses
@@ -33,8 +39,8 @@ class RateStore(Protocol):
 
         class Store:
             def refused(self, key, now): return None
-            async def decide(self, key, cost, max_wait): return 0.0
-            def decide_sync(self, key, cost, max_wait): return 0.0
+            async def decide(self, key, cost, max_wait): return 0.0, 0.0
+            def decide_sync(self, key, cost, max_wait): return 0.0, 0.0
             def push_back(self, key, seconds): pass
     """
 
@@ -42,9 +48,13 @@ class RateStore(Protocol):
 
     def push_back(self, key: Hashable, seconds: float) -> None: ...
 
-    async def decide(self, key: Hashable, cost: int, max_wait: float) -> float | None: ...
+    async def decide(
+        self, key: Hashable, cost: int, max_wait: float
+    ) -> tuple[float, float] | None: ...
 
-    def decide_sync(self, key: Hashable, cost: int, max_wait: float) -> float | None: ...
+    def decide_sync(
+        self, key: Hashable, cost: int, max_wait: float
+    ) -> tuple[float, float] | None: ...
 
 
 class RateBackend(Protocol):

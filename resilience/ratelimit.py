@@ -341,10 +341,14 @@ class RateLimiter(Policy):
 
     def _reserved_cell(self) -> RateCell | None:
         """The cell of the slot :meth:`admit` just reserved (before :meth:`wait`);
-        None when a shared store decides (it holds the state, not this table)."""
+        when a shared store decides, this process's copy of the key's limit,
+        which the store's answer brings up to date."""
         reservation = self._pending.reservation
         assert reservation is not None
-        return None if reservation[1] is SHARED else reservation[0]
+        if reservation[1] is SHARED:
+            return _shared.local_cell(self, reservation[0])
+        cell: RateCell | None = reservation[0]
+        return cell
 
     def quota(self, key: Hashable = _NO_KEY) -> tuple[int, float]:
         """The calls that could pass at once now, and the seconds until one

@@ -193,6 +193,14 @@ class RateTable:
         if abs(cell.tat - reserved) <= self._slack + 4.0 * math.ulp(now):
             cell.tat -= cost * self._interval
 
+    def follow(self, cell: RateCell, now: float, ahead: float) -> None:
+        """``cell`` as a shared store has it: its arrival time ``ahead``
+        seconds past ``now`` (never earlier than this copy already has it:
+        answers to calls in flight together can arrive in any order)."""
+        tat = now - self._origin + ahead
+        if tat > cell.tat:
+            cell.tat = tat
+
     def push_back(self, cell: RateCell, now: float, seconds: float) -> None:
         """Admit nothing of ``cell`` before ``now + seconds`` (never earlier
         than it already would)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import subprocess
 import sys
 import time
@@ -411,3 +412,78 @@ def test_a_sync_client_pushes_back_at_once(redis_server: RedisServer) -> None:
     with pytest.raises(RateLimitedError):
         limiter.call_sync(lambda: "done")
     client.close()
+
+
+def test_the_local_copy_follows_the_shared_limit_for_quota_and_an_outage(
+    fresh_redis_server: RedisServer,
+) -> None:
+    port, prefix = fresh_redis_server.address[1], unique()
+    # Another process takes 3 of the burst of 5 (one slot back every 100 s).
+    worker = subprocess.run(
+        [sys.executable, "-m", "tests.redis_limit_worker", str(port), prefix, "0.01", "5", "3"],
+        cwd=ROOT,
+        input="go\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    report = json.loads(worker.stdout.strip().splitlines()[-1])
+    assert (len(report["admitted"]), report["refused"]) == (3, 0)
+
+    async def here() -> None:
+        client = redis.asyncio.Redis(port=port, retry=None)
+        backend = RedisBackend(client, prefix=prefix, store_timeout=0.5)
+        limiter = RateLimiter(0.01, burst=5, name="shared", backend=backend)
+        await ready(backend)
+        assert limiter.quota() == (5, math.inf)  # nothing known here yet
+        assert await limiter.call(work) == "done"
+        # Redis's answer brought this process's copy up to date: 4 of 5 used.
+        calls, seconds = limiter.quota()
+        assert calls == 1
+        assert 90 < seconds <= 100
+        # Redis gone: the copy decides, from where the fleet had got to.
+        fresh_redis_server.kill()
+        assert await limiter.call(work) == "done"
+        with pytest.raises(RateLimitedError):
+            await limiter.call(work)
+        await client.aclose()
+
+    asyncio.run(here())
+
+
+@asyncio_only
+async def test_admitted_responses_carry_the_shared_limits_fields(
+    redis_server: RedisServer,
+) -> None:
+    import httpx
+
+    from resilience.contrib.asgi import ResilienceMiddleware
+
+    port, prefix = redis_server.address[1], unique()
+    clients = [redis.asyncio.Redis(port=port) for _ in range(2)]
+    backends = [RedisBackend(client, prefix=prefix, store_timeout=1.0) for client in clients]
+    # Two services' limiters on one shared limit (as two processes would be).
+    limiters = [RateLimiter(0.05, burst=4, name="per-client", backend=b) for b in backends]
+    for backend in backends:
+        await ready(backend)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    def service(limiter: RateLimiter) -> httpx.AsyncClient:
+        middleware = ResilienceMiddleware(app, rate_limit=limiter)
+        transport = httpx.ASGITransport(middleware, client=("203.0.113.7", 5000))
+        return httpx.AsyncClient(transport=transport, base_url="http://service")
+
+    async with service(limiters[0]) as first, service(limiters[1]) as second:
+        fields = [(await first.get("/")).headers["ratelimit"]]
+        fields.append((await second.get("/")).headers["ratelimit"])
+        fields.append((await first.get("/")).headers["ratelimit"])
+    # One limit between them, counted down whichever service answers; the
+    # next slot within 20 s (one comes back every 20 s).
+    parsed = [dict(part.split("=") for part in field.split(";")[1:]) for field in fields]
+    assert [int(p["r"]) for p in parsed] == [3, 2, 1]
+    assert all(0 < int(p["t"]) <= 20 for p in parsed)
+    for client in clients:
+        await client.aclose()

@@ -141,7 +141,7 @@ class RequestLimit:
             raise ticket
         if self.headers:
             cell = self.limiter._reserved_cell() if ticket is WAIT else ticket
-            if cell is not None:  # with a shared store, the fields come on refusals only
+            if cell is not None:  # shared: this process's copy, which the store's answer updates
                 request.limit = self
                 request.cell = cell
         return ticket

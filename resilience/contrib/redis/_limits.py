@@ -85,13 +85,13 @@ class RedisRateStore:
             return None
         return until - now
 
-    async def decide(self, key: Hashable, cost: int, max_wait: float) -> float | None:
+    async def decide(self, key: Hashable, cost: int, max_wait: float) -> tuple[float, float] | None:
         name = self.redis_key(key)
         return self._answer(
             key, name, await self._backend.evaluate(name, self._args(cost, max_wait))
         )
 
-    def decide_sync(self, key: Hashable, cost: int, max_wait: float) -> float | None:
+    def decide_sync(self, key: Hashable, cost: int, max_wait: float) -> tuple[float, float] | None:
         name = self.redis_key(key)
         return self._answer(
             key, name, self._backend.evaluate_sync(name, self._args(cost, max_wait))
@@ -101,10 +101,13 @@ class RedisRateStore:
         wait = _FOREVER_US if max_wait == math.inf else math.floor(max_wait * 1e6)
         return (self._interval, self._tolerance, cost, min(wait, _FOREVER_US))
 
-    def _answer(self, key: Hashable, name: str, reply: list[Any] | None) -> float | None:
+    def _answer(
+        self, key: Hashable, name: str, reply: list[Any] | None
+    ) -> tuple[float, float] | None:
         if reply is None:
             return None
-        status, micros, corrupt = (int(part) for part in reply)
+        status, micros, corrupt, ahead_us = (int(part) for part in reply)
+        ahead = max(0, ahead_us) / 1e6
         if corrupt and name not in self._logged and len(self._logged) < _LOGGED:
             self._logged.add(name)
             _logger.warning(
@@ -113,12 +116,12 @@ class RedisRateStore:
                 name,
             )
         if status == 0:
-            return 0.0
+            return 0.0, ahead
         seconds = micros / 1e6
         if status == 1:
-            return seconds
+            return seconds, ahead
         self._refuse(key, self._now() + seconds)
-        return -seconds
+        return -seconds, ahead
 
     def push_back(self, key: Hashable, seconds: float) -> None:
         # Every process from its next decision on. Here, a pause longer than

@@ -16,9 +16,11 @@ PAUSE_MAX_US = 3_600_000_000
 # KEYS[1]: the limit's theoretical arrival time (a plain integer string,
 #          expiring once the limit has fully recovered).
 # ARGV:    emission interval, tolerance, cost, max_wait (all us but cost).
-# Returns  {status, micros, corrupt}: status 0 admitted, 1 reserved (wait
-#          micros), 2 refused (retry after micros); corrupt is 1 when the
-#          stored value was not a sane arrival time and was overwritten.
+# Returns  {status, micros, corrupt, ahead}: status 0 admitted, 1 reserved
+#          (wait micros), 2 refused (retry after micros); corrupt is 1 when
+#          the stored value was not a sane arrival time and was overwritten;
+#          ahead is how far the arrival time is past now afterwards (us):
+#          the limit's state, which the asking process keeps a copy of.
 GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -51,11 +53,11 @@ if wait <= 0 or wait <= max_wait then
   redis.call('SET', KEYS[1], string.format('%.0f', new),
              'PX', math.floor((new - now) / 1000) + 1)
   if wait <= 0 then
-    return {0, 0, corrupt}
+    return {0, 0, corrupt, new - now}
   end
-  return {1, math.ceil(wait), corrupt}
+  return {1, math.ceil(wait), corrupt, new - now}
 end
-return {2, math.ceil(wait), corrupt}
+return {2, math.ceil(wait), corrupt, tat - now}
 """.replace("PAUSE_MAX_US", str(PAUSE_MAX_US))
 
 # A limit pushed back (the other side sent Retry-After): nothing admitted
