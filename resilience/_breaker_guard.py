@@ -16,6 +16,9 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 from ._core.breaker import REJECTED
+from ._core.source import snippet
+from ._core.success import SUCCESS
+from ._core.windows import PRESENT, CountWindow
 from ._outcomes import FAILED, IGNORED
 from ._plan import Inline
 from .errors import CircuitOpenError
@@ -62,12 +65,28 @@ INLINE = Inline(
     """,
     settle="""
         if {t}.__class__ is int and error is None and {g}._plain:
-            if {g}._core.success({t}, {g}._now() if {g}._timing else None):
-                {g}._follow_up()
+            {t}m = {g}._core
+            {t}n = {g}._now() if {g}._timing else None
+"""
+    # BreakerMachine.success, without its frame (nor, in a CountWindow, record's).
+    + snippet(
+        SUCCESS,
+        "            ",
+        m="{t}m",
+        permit="{t}",
+        now="{t}n",
+        w="{t}w",
+        i="{t}i",
+        o="{t}o",
+        count="{n}CountWindow",
+        present="{n}PRESENT",
+        tripped="{g}._follow_up()",
+    )
+    + """
         else:
             error = {g}._settle_slow({t}, error, result)
     """,
-    names={"CLOSED": _CLOSED},
+    names={"CLOSED": _CLOSED, "CountWindow": CountWindow, "PRESENT": PRESENT},
 )
 
 

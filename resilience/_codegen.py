@@ -162,7 +162,14 @@ def _bracket_source(
     args = "args" if arity is None else f"({passed}{',' if arity == 1 else ''})"
     kwargs = "kwargs" if arity is None else "{}"
     named = () if arity is None else tuple(f"a{i}" for i in range(arity))
-    call = f"{aw}inner(fn, {passed})" if inner else f"{aw}fn({passed})"
+    target = "inner(fn, " if inner else "fn("
+    if arity is None:
+        # ``f(*args, **kwargs)`` builds a fresh dict and merges kwargs into it
+        # on every call (the compiler guards against a mapping that changes):
+        # without keywords, ``f(*args)`` passes the tuple as it is.
+        call = f"{aw}({target}*args, **kwargs) if kwargs else {target}*args))"
+    else:
+        call = f"{aw}{target}{passed})"
     count = len(guards)
     lines: list[tuple[int, str]] = []
 
@@ -171,7 +178,12 @@ def _bracket_source(
 
     def guard(i: int, at: int) -> None:
         inline = guards[i]
-        waits = [f"if t{i} is WAIT:", f"    t{i} = {aw}wait{i}()"]
+        # The wait method is looked up when it is needed: a closure cell for
+        # it would be copied into every call's frame, waiting or not.
+        waits = [
+            f"if t{i} is WAIT:",
+            f"    t{i} = {aw}guard{i}.{'wait_sync' if sync else 'wait'}()",
+        ]
         if inline is not None:
             text = inline.lines("admit", f"guard{i}", f"t{i}", f"g{i}_", waits, args, kwargs, named)
             admit = [(at, line) for line in text]
@@ -204,7 +216,7 @@ def _bracket_source(
 
     body = 2
     if check:
-        lines.append((body, "if _observers:"))
+        lines.append((body, "if _observing:"))
         lines.append((body + 1, f"return {aw}observed()(fn, {passed})"))
     if flow:
         if isinstance(flow, Inline):
@@ -253,7 +265,7 @@ def _bracket_source(
 
     params: list[str] = []
     for i, inline in enumerate(guards):
-        params += [f"guard{i}", f"wait{i}", f"policy{i}"]
+        params += [f"guard{i}", f"policy{i}"]
         if inline is not None:
             params += [f"g{i}_{name}" for name in inline.names]
         else:

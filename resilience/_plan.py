@@ -241,10 +241,9 @@ class Plan:
         )
         args: list[Any] = []
         for guard, inline in zip(guards, inlines, strict=True):
-            wait = guard.wait_sync if sync else guard.wait
             # Spans of our internal helpers (not user policies) are not observed.
             shown = None if getattr(guard, "_internal", False) else guard
-            args += [guard, wait, shown]
+            args += [guard, shown]
             if inline is not None:
                 args += inline.names.values()
             else:

@@ -29,7 +29,6 @@ T = TypeVar("T")
 
 _current_task = _backend.current_task
 _get_ident = _backend.get_ident
-_new_expiry = object.__new__
 _CancelledError = asyncio.CancelledError
 
 
@@ -228,7 +227,7 @@ class Timeout(Policy):
         self, task: asyncio.Task[Any], queue: DeadlineQueue, outer: Deadline
     ) -> Expiry:
         """A tighter deadline is in force: a timer of its own, at that deadline."""
-        expiry = _new_expiry(Expiry)
+        expiry = Expiry()
         expiry.at = outer.at
         expiry.clock = outer.clock
         expiry.task = task
@@ -316,8 +315,11 @@ _INLINE = Inline(
             {t} = {g}._admit_slow({t}k, {t}o)
         else:
             {t}q = {t}q[2]
-            {t} = {n}new({n}Expiry)
-            {t}.at = {t}q.now() + {g}._seconds
+            {t} = {n}Expiry()
+            # The clock is a callable in a slot: called as `q.now()`, it would
+            # take the generic lookup of a method that is not one, every call.
+            {t}n = {t}q.now
+            {t}.at = {t}n() + {g}._seconds
             {t}.clock = {g}._clock
             {t}.task = {t}k
             {t}.fired = False
@@ -349,7 +351,6 @@ _INLINE = Inline(
         "current_task": _current_task,
         "deadline": _current_deadline,
         "get_ident": _get_ident,
-        "new": _new_expiry,
     },
 )
 Timeout._inline_source = _INLINE  # type: ignore[attr-defined]

@@ -27,11 +27,14 @@ The rules are resilience4j's, as settled in the design notes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 from resilience.events import CircuitState
 
-from .windows import CountWindow, Window
+from .source import method
+from .success import SUCCESS_METHOD
+from .windows import PRESENT, CountWindow, Window  # noqa: F401  (read by the compiled success)
 
 __all__ = ["REJECTED", "UNRECORDED", "BreakerMachine", "BreakerRules"]
 
@@ -317,22 +320,15 @@ class BreakerMachine:
                 return True
         return False
 
-    def success(self, permit: int, now: float | None) -> bool:
-        """:meth:`record` for the commonest outcome, a success that is not
-        slow, of a call admitted in CLOSED (the shells' fast path). Only
-        valid when slow calls are not detected (so the window holds none)."""
-        self.successful_total += 1
-        if permit != self.epoch:
-            return False
-        # Same epoch as the admission, so still CLOSED.
-        self.streak = 0
+    # success(permit, now): compiled from SUCCESS (.success), below the class.
+    success: Callable[[int, float | None], bool]
+
+    def _rate_trips(self, now: float | None) -> bool:
+        """After a success, with failures in the window: trip if their rate calls for it."""
         window = self.window
-        window.record(now, False, False)  # type: ignore[arg-type]
-        failures = window._failures
-        if failures:
-            calls = window._calls
-            if calls >= self._minimum_calls and failures / calls >= self._failure_rate:
-                return self._trip(now)
+        calls = window._calls
+        if calls >= self._minimum_calls and window._failures / calls >= self._failure_rate:
+            return self._trip(now)
         return False
 
     def _trip(self, now: float | None) -> bool:
@@ -441,3 +437,14 @@ class BreakerMachine:
             return changes
         self.changes = []
         return changes
+
+
+BreakerMachine.success = method(
+    "success",
+    SUCCESS_METHOD,
+    globals(),
+    BreakerMachine,
+    """:meth:`record` for the commonest outcome, a success that is not slow,
+    of a call admitted in CLOSED (the shells' fast path). Only valid when slow
+    calls are not detected (so the window holds none).""",
+)

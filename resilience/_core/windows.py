@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Callable
 from typing import TypeAlias
 
 from resilience._validate import count
 
-__all__ = ["CountWindow", "TimeWindow", "Window"]
+from .source import method, snippet
+
+__all__ = ["COUNT_RECORD", "PRESENT", "CountWindow", "TimeWindow", "Window"]
 
 _floor = math.floor
 
@@ -31,9 +34,23 @@ MAX_COUNT_WINDOW = 1_000_000
 """The largest CountWindow: it keeps one byte per call, by nature."""
 
 # One outcome in a CountWindow slot, as bits: 0 means the slot is still empty.
-_PRESENT = 1
+PRESENT = _PRESENT = 1
 _FAILED = 2
 _SLOW = 4
+
+# Recording an outcome in a CountWindow, as source written once:
+# CountWindow.record is compiled from it, and so is BreakerMachine.success
+# (resilience._core.breaker), which a breaker's plan runs inline on every
+# call, where a call of record() would be a Python frame more. {w}: the
+# window, {code}: the outcome's bits, {i} and {o}: locals. In a steady
+# stream of one outcome the slot holds it already: only the position moves.
+COUNT_RECORD = """\
+{i} = {w}._next
+{o} = {w}._slots[{i}]
+if {o} != {code}:
+    {w}._replace({i}, {o}, {code})
+{i} += 1
+{w}._next = 0 if {i} == {w}._size else {i}"""
 
 
 class CountWindow:
@@ -74,37 +91,23 @@ class CountWindow:
         """How many calls the window holds."""
         return self._size
 
-    def record(self, now: float | None, failed: bool, slow: bool) -> None:
-        """Add one call's outcome, dropping the oldest when the window is full.
+    # record(now, failed, slow): compiled from COUNT_RECORD, below the class.
+    record: Callable[[float | None, bool, bool], None]
 
-        ``now`` is accepted for symmetry with :class:`TimeWindow` and ignored,
-        so a caller that knows its window counts calls need not read a clock.
-        """
-        code = _PRESENT
-        if failed:
-            code |= _FAILED
-        if slow:
-            code |= _SLOW
-        i = self._next
-        slots = self._slots
-        old = slots[i]
-        slots[i] = code
-        if old != code:
-            # The totals change only when the outcome differs from the one it
-            # replaces: in a steady stream of successes this is skipped.
-            if old:
-                if old & _FAILED:
-                    self._failures -= 1
-                if old & _SLOW:
-                    self._slow -= 1
-            else:
-                self._calls += 1
-            if failed:
-                self._failures += 1
-            if slow:
-                self._slow += 1
-        i += 1
-        self._next = 0 if i == self._size else i
+    def _replace(self, i: int, old: int, code: int) -> None:
+        """Slot ``i`` held ``old`` and now holds ``code`` (they differ): the totals follow."""
+        self._slots[i] = code
+        if old:
+            if old & _FAILED:
+                self._failures -= 1
+            if old & _SLOW:
+                self._slow -= 1
+        else:
+            self._calls += 1
+        if code & _FAILED:
+            self._failures += 1
+        if code & _SLOW:
+            self._slow += 1
 
     def totals(self, now: float | None = None) -> tuple[int, int, int]:
         """``(calls, failures, slow_calls)`` in the window."""
@@ -121,6 +124,26 @@ class CountWindow:
 
     def __repr__(self) -> str:
         return f"CountWindow({self._size})"
+
+
+CountWindow.record = method(
+    "record",
+    "def record(self, now, failed, slow):\n"
+    "    code = _PRESENT\n"
+    "    if failed:\n"
+    "        code |= _FAILED\n"
+    "    if slow:\n"
+    "        code |= _SLOW\n"
+    + snippet(COUNT_RECORD, "    ", w="self", code="code", i="i", o="old")
+    + "\n",
+    globals(),
+    CountWindow,
+    """Add one call's outcome, dropping the oldest when the window is full.
+
+    ``now`` is accepted for symmetry with :class:`TimeWindow` and ignored,
+    so a caller that knows its window counts calls need not read a clock.
+    """,
+)
 
 
 class TimeWindow:
