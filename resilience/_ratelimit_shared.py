@@ -66,17 +66,24 @@ def decide_sync(limiter: RateLimiter, key: Hashable, max_wait: float) -> object:
     return limiter._waited_for(None, seconds)
 
 
-def local_cell(limiter: RateLimiter, key: Hashable) -> RateCell:
+def local_cell(limiter: RateLimiter, key: Hashable, ahead: float | None = None) -> RateCell:
     """This process's copy of ``key``'s limit: it follows the store's
     answers (``quota()`` and the ASGI ``RateLimit`` fields read it), and it
-    decides while the store does not answer."""
-    table = limiter._table
-    if key is UNKEYED:
-        return table.cell
+    decides while the store does not answer. With ``ahead`` (a store's
+    answer), the copy first takes the store's state."""
     if limiter._shared:
         with limiter._lock:
-            return table.cell_for(key, limiter._now())
-    return table.cell_for(key, limiter._now())
+            return _cell(limiter, key, ahead)
+    return _cell(limiter, key, ahead)
+
+
+def _cell(limiter: RateLimiter, key: Hashable, ahead: float | None) -> RateCell:
+    table = limiter._table
+    now = limiter._now()
+    cell = table.cell if key is UNKEYED else table.cell_for(key, now)
+    if ahead is not None:
+        table.follow(cell, now, ahead)
+    return cell
 
 
 def _decided(
@@ -90,12 +97,7 @@ def _decided(
             raise ticket
         return ticket, 0.0
     decision, ahead = answer
-    cell = local_cell(limiter, key)
-    if limiter._shared:
-        with limiter._lock:
-            limiter._table.follow(cell, limiter._now(), ahead)
-    else:
-        limiter._table.follow(cell, limiter._now(), ahead)
+    local_cell(limiter, key, ahead)
     if decision == 0.0:
         limiter._admitted += 1
         return True, 0.0
